@@ -1,0 +1,34 @@
+"""mmreward: multimodal reward and judge models.
+
+```python
+import mmreward as mr
+scorer = mr.load("runs/t2i-quickstart/model")
+scorer.score(prompts=["two red circles"], images=["a.png"])
+```
+"""
+
+from mmreward.configurable import Configurable
+from mmreward.heads import LinearHead, MLPHead, MultiAspectHead
+from mmreward.losses import RewardLoss
+from mmreward.models import RewardModel
+from mmreward.scoring import Scorer, load
+from mmreward.types import HeadOutput, Preference, Ranking, Rating, RewardOutput, Sample
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Configurable",
+    "HeadOutput",
+    "LinearHead",
+    "MLPHead",
+    "MultiAspectHead",
+    "Preference",
+    "Ranking",
+    "Rating",
+    "RewardLoss",
+    "RewardModel",
+    "RewardOutput",
+    "Sample",
+    "Scorer",
+    "load",
+]

@@ -1,0 +1,129 @@
+"""Score a data file into a JSONL file: batched, written as it goes, resumable, bad records skipped on request."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from mmreward.data.records import FieldMap, Record, RecordError, iter_raw, read_records
+from mmreward.evaluation import flatten
+from mmreward.types import Preference, Ranking, RewardOutput
+
+logger = logging.getLogger(__name__)
+
+
+def _done_lines(output: Path) -> set[int]:
+    """Line numbers of the input already scored in ``output`` (a cut-off last line is dropped)."""
+    if not output.exists():
+        return set()
+    done, lines = set(), output.read_text().splitlines(keepends=True)
+    keep = []
+    for text in lines:
+        try:
+            done.add(int(json.loads(text)["line"]))
+            keep.append(text)
+        except (json.JSONDecodeError, KeyError, ValueError):
+            break  # an interrupted write: keep what came before it
+    output.write_text("".join(keep))
+    return done
+
+
+def _result(record: Record, outputs: list[RewardOutput]) -> dict[str, Any]:
+    def plain(o: RewardOutput) -> dict[str, Any]:
+        return {k: v for k, v in asdict(o).items() if v is not None and k != "provenance"}
+
+    if isinstance(record, Preference):
+        return {"chosen": plain(outputs[0]), "rejected": plain(outputs[1])}
+    if isinstance(record, Ranking):
+        return {"candidates": [plain(o) for o in outputs]}
+    return plain(outputs[0])
+
+
+def score_file(
+    scorer,
+    input_path: str | Path,
+    output_path: str | Path,
+    resume: bool = False,
+    skip_bad: bool = False,
+    field_map: FieldMap = None,
+    progress: bool = True,
+) -> dict[str, int]:
+    """Score every record of ``input_path`` and append one JSON line per record to ``output_path``.
+
+    Each output line holds the input ``line`` and ``id`` and the ``RewardOutput`` fields (for a
+    preference, ``chosen`` and ``rejected``; for a ranking, ``candidates``). Lines are flushed per
+    batch, so an interrupted run keeps what it scored; ``resume`` skips input lines already there.
+
+    Returns:
+        Counts: ``scored``, ``skipped_done`` (resume) and ``bad``.
+    """
+    from tqdm.auto import tqdm
+
+    input_path, output_path = Path(input_path), Path(output_path)
+    done = _done_lines(output_path) if resume else set()
+    if not resume and output_path.exists():
+        output_path.unlink()
+    records = read_records(input_path, field_map, skip_bad=skip_bad)
+    todo = [r for r in records if r_line(r) not in done]
+    counts = {
+        "scored": 0,
+        "skipped_done": len(records) - len(todo),
+        "bad": _count_lines(input_path) - len(records),
+    }
+    output_path.parent.mkdir(parents=True, exist_ok=True)
+    provenance_written = False
+    with (
+        output_path.open("a") as handle,
+        tqdm(total=len(todo), disable=not progress, desc="scoring", unit="rec") as bar,
+    ):
+        for start in range(0, len(todo), scorer.batch_size):
+            chunk = todo[start : start + scorer.batch_size]
+            for record, outputs in _score_chunk(scorer, chunk, skip_bad, counts):
+                line = {"line": r_line(record), "id": record.id, **_result(record, outputs)}
+                if not provenance_written:
+                    line["provenance"] = outputs[0].provenance
+                    provenance_written = True
+                handle.write(json.dumps(line) + "\n")
+                counts["scored"] += 1
+            handle.flush()
+            bar.update(len(chunk))
+    return counts
+
+
+def r_line(record: Record) -> int:
+    """The input line number a record came from."""
+    sample = (
+        record.chosen
+        if isinstance(record, Preference)
+        else record.candidates[0]
+        if isinstance(record, Ranking)
+        else record.sample
+    )
+    return int(sample.meta.get("line", -1))
+
+
+def _count_lines(path: Path) -> int:
+    return sum(1 for _ in iter_raw(path))
+
+
+def _score_chunk(scorer, chunk: list[Record], skip_bad: bool, counts: dict[str, int]):
+    """Score a chunk in one batch; when it fails and ``skip_bad`` is on, find the bad records one by one."""
+    samples, spans = flatten(chunk)
+    try:
+        outputs = scorer.score_samples(samples)
+        return [(r, outputs[s]) for r, s in zip(chunk, spans)]
+    except (FileNotFoundError, ValueError, TypeError, OSError, RecordError) as err:
+        if not skip_bad:
+            raise
+        logger.debug("batch failed (%s); scoring its records one by one", err)
+    good = []
+    for record, span in zip(chunk, spans):
+        try:
+            good.append((record, scorer.score_samples(samples[span])))
+        except (FileNotFoundError, ValueError, TypeError, OSError) as err:
+            counts["bad"] += 1
+            logger.warning("Skipped a bad record: %s", err)
+    return good

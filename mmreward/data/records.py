@@ -1,0 +1,294 @@
+"""Read canonical records (JSONL, JSON arrays, Parquet) into ``Preference``, ``Rating`` and ``Ranking``.
+
+Every error names the file, the record (line number and id) and the field. Media paths are
+resolved relative to the file that names them, and checked to exist when the file is read, so a
+run fails before training starts rather than an hour in.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import logging
+import math
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from mmreward.types import MEDIA_FIELDS, Preference, Ranking, Rating, Sample
+
+logger = logging.getLogger(__name__)
+
+Record = Preference | Rating | Ranking
+FieldMap = dict[str, str] | str | None
+PATH_FIELDS = ("image", "images", "video", "source_image", "point_cloud")
+SIDE_FIELDS = set(MEDIA_FIELDS) | {"score"}
+
+
+class RecordError(ValueError):
+    """A record that does not fit the canonical schema; the message names file, line and field."""
+
+
+def iter_raw(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Yield ``(line number, raw dict)`` from a ``.jsonl``, ``.json`` (array) or ``.parquet`` file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"Data file {str(path)!r} does not exist.")
+    suffix = path.suffix.lower()
+    if suffix == ".parquet":
+        from mmreward.optional import require
+
+        table = require("pyarrow.parquet", "parquet").read_table(path)
+        yield from enumerate(table.to_pylist(), start=1)
+    elif suffix == ".json":
+        data = json.loads(path.read_text())
+        if not isinstance(data, list):
+            raise RecordError(
+                f"{path}: a .json data file must hold a list of records; got a {type(data).__name__}."
+            )
+        yield from enumerate(data, start=1)
+    else:
+        with path.open() as handle:
+            for number, line in enumerate(handle, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    yield number, json.loads(line)
+                except json.JSONDecodeError as err:
+                    raise RecordError(
+                        f"{path}:{number}: not valid JSON ({err.msg} at column {err.colno})."
+                    ) from err
+
+
+def _get(record: dict[str, Any], dotted: str) -> Any:
+    value: Any = record
+    for part in dotted.split("."):
+        if not isinstance(value, dict) or part not in value:
+            return None
+        value = value[part]
+    return value
+
+
+def _set(record: dict[str, Any], dotted: str, value: Any) -> None:
+    *parents, last = dotted.split(".")
+    for part in parents:
+        record = record.setdefault(part, {})
+    record[last] = value
+
+
+def apply_field_map(raw: dict[str, Any], field_map: dict[str, str]) -> dict[str, Any]:
+    """Rename fields: ``{"prompt": "caption", "chosen.image": "jpg_0"}`` (canonical <- source, dotted)."""
+    sources = {src.split(".")[0] for src in field_map.values()}
+    out = {k: v for k, v in raw.items() if k not in sources}
+    for canonical, source in field_map.items():
+        value = _get(raw, source)
+        if value is not None:
+            _set(out, canonical, value)
+    return out
+
+
+def _converter(field_map: FieldMap) -> Callable[[dict[str, Any]], list[dict[str, Any]]]:
+    if field_map is None:
+        return lambda raw: [raw]
+    if isinstance(field_map, dict):
+        return lambda raw: [apply_field_map(raw, field_map)]
+    from mmreward.data.formats import FORMATS
+
+    if field_map not in FORMATS:
+        close = difflib.get_close_matches(field_map, FORMATS, n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise ValueError(f"Unknown data format {field_map!r}.{hint} Available: {', '.join(sorted(FORMATS))}.")
+    return FORMATS[field_map]
+
+
+class _Where:
+    """File, line and id of the record being parsed, for error messages."""
+
+    def __init__(self, path: Path, line: int, record_id: Any) -> None:
+        self.path, self.line, self.id = path, line, record_id
+
+    def __call__(self, field: str) -> str:
+        rid = f" (id {self.id})" if self.id is not None else ""
+        return f"{self.path}:{self.line}{rid} field {field!r}"
+
+    def meta(self, field: str) -> dict[str, Any]:
+        return {"source": str(self.path), "line": self.line, "id": self.id, "field": field}
+
+
+def _number(value: Any, where: str, low: float | None = None, high: float | None = None) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise RecordError(f"{where}: expected a number, got {value!r}.")
+    value = float(value)
+    if not math.isfinite(value):
+        raise RecordError(f"{where}: the value is {value}; scores and labels must be finite numbers.")
+    if (low is not None and value < low) or (high is not None and value > high):
+        raise RecordError(f"{where}: {value} is outside [{low}, {high}].")
+    return value
+
+
+def _resolve_media(value: Any, base: Path, where: str, check: bool) -> Any:
+    if isinstance(value, list):
+        return [_resolve_media(v, base, where, check) for v in value]
+    if not isinstance(value, str):
+        return value
+    path = Path(value) if Path(value).is_absolute() else base / value
+    if check and not path.exists():
+        raise FileNotFoundError(f"{where}: media file {str(path)!r} does not exist.")
+    return str(path)
+
+
+def parse_sample(
+    obj: Any, prompt: str, base: Path, where: _Where, field: str, check_media: bool = True
+) -> Sample:
+    """One candidate: a string (a text response) or an object of media fields."""
+    if isinstance(obj, str):
+        return Sample(prompt=prompt, response=obj, meta=where.meta(field))
+    if not isinstance(obj, dict):
+        raise RecordError(
+            f"{where(field)}: expected a string or an object of media fields, got {type(obj).__name__}."
+        )
+    unknown = set(obj) - SIDE_FIELDS
+    if unknown:
+        name = sorted(unknown)[0]
+        close = difflib.get_close_matches(name, SIDE_FIELDS, n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise RecordError(
+            f"{where(field + '.' + name)}: unknown field.{hint} Known: {', '.join(sorted(SIDE_FIELDS))}."
+        )
+    kwargs = {k: v for k, v in obj.items() if k in MEDIA_FIELDS}
+    if not any(v is not None for v in kwargs.values()):
+        raise RecordError(f"{where(field)}: the candidate has no response and no media.")
+    for name in PATH_FIELDS:
+        if name in kwargs:
+            kwargs[name] = _resolve_media(kwargs[name], base, where(f"{field}.{name}"), check_media)
+    return Sample(prompt=prompt, meta=where.meta(field), **kwargs)
+
+
+def _prompt(raw: dict[str, Any], where: _Where) -> str:
+    prompt = raw.get("prompt")
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise RecordError(f"{where('prompt')}: every record needs a non-empty prompt string; got {prompt!r}.")
+    return prompt
+
+
+def _aspects(
+    raw: dict[str, Any], where: _Where, key: str, low: float | None, high: float | None
+) -> dict[str, float] | None:
+    value = raw.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise RecordError(f"{where(key)}: expected an object {{aspect: value}}, got {value!r}.")
+    return {str(k): _number(v, where(f"{key}.{k}"), low, high) for k, v in value.items()}
+
+
+def parse_record(raw: dict[str, Any], base: Path, where: _Where, check_media: bool = True) -> Record:
+    """One canonical record: preference (``chosen``), ranking (``candidates``) or rating (``score(s)``)."""
+    if not isinstance(raw, dict):
+        raise RecordError(f"{where('<record>')}: expected a JSON object, got {type(raw).__name__}.")
+    prompt = _prompt(raw, where)
+    common = {"subset": raw.get("subset"), "id": None if raw.get("id") is None else str(raw["id"])}
+    if "chosen" in raw or "rejected" in raw:
+        for side in ("chosen", "rejected"):
+            if raw.get(side) is None:
+                raise RecordError(f"{where(side)}: a preference record needs both 'chosen' and 'rejected'.")
+        chosen = parse_sample(raw["chosen"], prompt, base, where, "chosen", check_media)
+        rejected = parse_sample(raw["rejected"], prompt, base, where, "rejected", check_media)
+        side_score = {
+            s: raw[s].get("score") if isinstance(raw[s], dict) else None for s in ("chosen", "rejected")
+        }
+        return Preference(
+            chosen=chosen,
+            rejected=rejected,
+            label=_number(raw.get("label", 1.0), where("label"), 0.0, 1.0),
+            margin=None if raw.get("margin") is None else _number(raw["margin"], where("margin")),
+            aspects=_aspects(raw, where, "aspects", 0.0, 1.0),
+            chosen_score=None
+            if side_score["chosen"] is None
+            else _number(side_score["chosen"], where("chosen.score")),
+            rejected_score=None
+            if side_score["rejected"] is None
+            else _number(side_score["rejected"], where("rejected.score")),
+            **common,
+        )
+    if "candidates" in raw:
+        return _parse_ranking(raw, prompt, base, where, check_media, common)
+    if "score" in raw or "scores" in raw:
+        sample_obj = {k: v for k, v in raw.items() if k in MEDIA_FIELDS}
+        score = raw.get("score")
+        return Rating(
+            sample=parse_sample(sample_obj, prompt, base, where, "", check_media),
+            score=None if score is None else _number(score, where("score")),
+            scores=_aspects(raw, where, "scores", None, None),
+            **common,
+        )
+    raise RecordError(
+        f"{where('<record>')}: cannot tell the record's kind. A preference needs 'chosen' and 'rejected', "
+        "a rating 'score' or 'scores', a ranking 'candidates' and 'ranking'."
+    )
+
+
+def _parse_ranking(
+    raw: dict[str, Any], prompt: str, base: Path, where: _Where, check_media: bool, common: dict
+) -> Ranking:
+    candidates = raw["candidates"]
+    if not isinstance(candidates, list) or len(candidates) < 2:
+        raise RecordError(f"{where('candidates')}: a ranking needs a list of at least 2 candidates.")
+    order = raw.get("ranking")
+    if not isinstance(order, list) or sorted(order) != list(range(len(candidates))):
+        raise RecordError(
+            f"{where('ranking')}: expected a permutation of 0..{len(candidates) - 1} (best first); got {order!r}."
+        )
+    samples = [
+        parse_sample(c, prompt, base, where, f"candidates.{i}", check_media) for i, c in enumerate(candidates)
+    ]
+    return Ranking(candidates=samples, order=[int(i) for i in order], **common)
+
+
+def read_records(
+    path: str | Path, field_map: FieldMap = None, skip_bad: bool = False, check_media: bool = True
+) -> list[Record]:
+    """Read every record of a data file.
+
+    Args:
+        path: A ``.jsonl``, ``.json`` (array) or ``.parquet`` file in the canonical schema (DESIGN.md).
+        field_map: Renames ``{canonical: source}`` (dotted), or the name of a public format in
+            ``mmreward.data.formats.FORMATS``.
+        skip_bad: Log and skip records that do not parse, instead of raising on the first.
+        check_media: Check that media files exist while reading.
+
+    Raises:
+        RecordError / FileNotFoundError naming the file, line, id and field (unless ``skip_bad``).
+    """
+    path = Path(path)
+    convert, base = _converter(field_map), path.parent
+    records: list[Record] = []
+    bad: list[str] = []
+    for line, raw in iter_raw(path):
+        where = _Where(path, line, raw.get("id") if isinstance(raw, dict) else None)
+        try:
+            for converted in convert(raw):
+                records.append(
+                    parse_record(
+                        converted, base, _Where(path, line, converted.get("id", where.id)), check_media
+                    )
+                )
+        except (RecordError, FileNotFoundError, TypeError, KeyError) as err:
+            if not skip_bad:
+                raise
+            bad.append(str(err))
+    if bad:
+        logger.warning("Skipped %d bad record(s) of %s; the first: %s", len(bad), path, bad[0])
+    if not records:
+        raise RecordError(f"{path}: no usable records" + (f" ({len(bad)} skipped as bad)." if bad else "."))
+    return records
+
+
+def write_jsonl(path: str | Path, records: list[dict[str, Any]]) -> Path:
+    """Write dicts as JSON lines (creating the folder)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w") as handle:
+        for record in records:
+            handle.write(json.dumps(record) + "\n")
+    return path

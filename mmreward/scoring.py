@@ -1,0 +1,307 @@
+"""``Scorer`` and ``load``: score samples with a trained reward model, in batches, and save it.
+
+A saved model is a folder with ``config.json`` (the model as ``class_path``/``init_args``, plus
+an optional transform and calibration) and ``model.safetensors``. ``load`` also takes the
+Lightning ``.ckpt`` files that ``mmreward fit`` writes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from mmreward.configurable import instantiate, to_config
+from mmreward.types import HeadOutput, RewardOutput, Sample
+
+FORMAT_VERSION = 1
+CONFIG_NAME, WEIGHTS_NAME = "config.json", "model.safetensors"
+# keyword of Scorer.score -> Sample field
+SAMPLE_KEYWORDS = {
+    "images": "image",
+    "responses": "response",
+    "videos": "video",
+    "source_images": "source_image",
+    "point_clouds": "point_cloud",
+    "actions": "action",
+    "steps": "steps",
+}
+
+
+def _default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+class Scorer:
+    """Batched scoring with a reward model.
+
+    Args:
+        model: A reward model (``collate``, ``forward -> HeadOutput``, ``aspects``).
+        batch_size: Samples per forward.
+        device: Where to run; default CUDA when present, else CPU.
+        dtype: ``torch.bfloat16`` runs under autocast; default bf16 on CUDA devices that have it,
+            fp32 elsewhere.
+        transform: A callable ``(score, aspects, sigma) -> result with .score and .components``
+            (``mmreward.transforms``), applied to every batch.
+        calibration: A callable ``raw -> calibrated`` (``mmreward.calibration``).
+        metadata: Free-form provenance (name, revision) stored with the model.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        batch_size: int = 32,
+        device: str | torch.device | None = None,
+        dtype: torch.dtype | None = None,
+        transform: Any | None = None,
+        calibration: Any | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> None:
+        self.device = torch.device(device) if device is not None else _default_device()
+        self.model = model.to(self.device).eval()
+        self.batch_size = batch_size
+        if dtype is None and self.device.type == "cuda" and torch.cuda.is_bf16_supported():
+            dtype = torch.bfloat16
+        self.dtype = dtype
+        self.transform = transform
+        self.calibration = calibration
+        self.metadata = dict(metadata or {})
+
+    @property
+    def aspects(self) -> list[str]:
+        return list(getattr(self.model, "aspects", []))
+
+    # -- forward ---------------------------------------------------------------------------------
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        if self.dtype in (None, torch.float32):
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.dtype)
+
+    def forward(self, samples: Sequence[Sample]) -> HeadOutput:
+        """Raw model outputs for ``samples``, batched; tensors on the CPU in float32."""
+        if not samples:
+            raise ValueError("Nothing to score: got an empty list of samples.")
+        parts: list[HeadOutput] = []
+        with torch.inference_mode(), self._autocast():
+            for start in range(0, len(samples), self.batch_size):
+                inputs = _to_device(
+                    self.model.collate(list(samples[start : start + self.batch_size])), self.device
+                )
+                parts.append(self.model(inputs))
+        return HeadOutput(
+            score=torch.cat([p.score.float().cpu() for p in parts]),
+            aspects=None if parts[0].aspects is None else torch.cat([p.aspects.float().cpu() for p in parts]),
+            log_sigma=None
+            if parts[0].log_sigma is None
+            else torch.cat([p.log_sigma.float().cpu() for p in parts]),
+        )
+
+    def score_samples(self, samples: Sequence[Sample]) -> list[RewardOutput]:
+        """Score samples and return one ``RewardOutput`` each (raw, transformed, calibrated, sigma)."""
+        out = self.forward(samples)
+        aspects = None if out.aspects is None else dict(zip(self.aspects, out.aspects.unbind(-1)))
+        sigma = None if out.log_sigma is None else out.log_sigma.exp()
+        final, components = out.score, {}
+        if self.transform is not None:
+            result = self.transform(out.score, aspects, sigma)
+            final, components = result.score, dict(result.components)
+        calibrated = None if self.calibration is None else self.calibration(out.score)
+        provenance = self.provenance()
+        results = []
+        for i in range(len(out.score)):
+            prov = dict(provenance)
+            if components:
+                prov["components"] = {k: float(v[i]) for k, v in components.items()}
+            results.append(
+                RewardOutput(
+                    score=float(final[i]),
+                    raw=float(out.score[i]),
+                    aspects=None if aspects is None else {k: float(v[i]) for k, v in aspects.items()},
+                    sigma=None if sigma is None else float(sigma[i]),
+                    calibrated=None if calibrated is None else float(calibrated[i]),
+                    provenance=prov,
+                )
+            )
+        return results
+
+    def provenance(self) -> dict[str, Any]:
+        """Model name and revision, preprocessing, and the transform and calibration applied."""
+        return {
+            "model": self.metadata.get("name", getattr(self.model, "name", type(self.model).__name__)),
+            "revision": self.metadata.get("revision", "unsaved"),
+            "preprocessing": dict(getattr(self.model, "preprocessing", {})),
+            "transform": None if self.transform is None else type(self.transform).__name__,
+            "calibration": None if self.calibration is None else type(self.calibration).__name__,
+        }
+
+    # -- convenience -----------------------------------------------------------------------------
+
+    def build_samples(
+        self, prompts: str | Sequence[str] | None = None, **media: Sequence[Any] | None
+    ) -> list[Sample]:
+        """Zip ``prompts`` with media lists into samples; one prompt is shared by all items."""
+        unknown = set(media) - set(SAMPLE_KEYWORDS)
+        if unknown:
+            raise TypeError(
+                f"Unknown keyword(s) {sorted(unknown)}; use {sorted(SAMPLE_KEYWORDS)} or samples=."
+            )
+        given = {k: list(v) for k, v in media.items() if v is not None}
+        n = max([len(v) for v in given.values()] + [1 if isinstance(prompts, str) else len(prompts or [])])
+        prompt_list = [prompts] * n if isinstance(prompts, str) or prompts is None else list(prompts)
+        if len(prompt_list) == 1 and n > 1:
+            prompt_list = prompt_list * n
+        for name, values in {"prompts": prompt_list, **given}.items():
+            if len(values) != n:
+                raise ValueError(
+                    f"{name} has {len(values)} items but another input has {n}; pass equal lengths."
+                )
+        samples = []
+        for i in range(n):
+            prompt = prompt_list[i] or ""
+            fields = {SAMPLE_KEYWORDS[k]: v[i] for k, v in given.items()}
+            samples.append(Sample(prompt=prompt, meta={"source": "score() input", "line": i}, **fields))
+        return samples
+
+    def score(
+        self,
+        samples: Sequence[Sample] | None = None,
+        prompts: str | Sequence[str] | None = None,
+        aspects: bool = False,
+        **media: Sequence[Any] | None,
+    ) -> list[float] | list[dict[str, float]]:
+        """Score samples, or prompts zipped with media (``images=``, ``videos=``, ``responses=``, ...).
+
+        Returns:
+            One float per sample, or with ``aspects=True`` one dict ``{"score": s, aspect: v, ...}``.
+        """
+        if samples is None:
+            samples = self.build_samples(prompts, **media)
+        outputs = self.score_samples(samples)
+        if not aspects:
+            return [o.score for o in outputs]
+        return [{"score": o.score, **(o.aspects or {})} for o in outputs]
+
+    def rank(self, prompt: str, **media: Sequence[Any]) -> list[int]:
+        """Indices of the candidates for one prompt, best first."""
+        scores = torch.tensor(self.score(prompts=prompt, **media))
+        return torch.argsort(scores, descending=True, stable=True).tolist()
+
+    # -- saving ----------------------------------------------------------------------------------
+
+    def save_pretrained(self, directory: str | Path) -> Path:
+        """Write ``config.json`` and ``model.safetensors`` to ``directory``; ``load`` reads them back."""
+        return save_pretrained(self.model, directory, self.transform, self.calibration, self.metadata)
+
+
+def save_pretrained(
+    model: nn.Module,
+    directory: str | Path,
+    transform: Any | None = None,
+    calibration: Any | None = None,
+    metadata: dict[str, Any] | None = None,
+) -> Path:
+    """Save a reward model (and its transform and calibration) as ``config.json`` + ``model.safetensors``."""
+    from safetensors.torch import save_model
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    config = {
+        "format": "mmreward",
+        "format_version": FORMAT_VERSION,
+        "model": to_config(model, directory, "model"),
+        "transform": None if transform is None else to_config(transform),
+        "calibration": None if calibration is None else to_config(calibration),
+        "metadata": {k: v for k, v in (metadata or {}).items() if k != "revision"},
+    }
+    save_model(model, str(directory / WEIGHTS_NAME))
+    (directory / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n")
+    return directory
+
+
+def _to_device(inputs: Any, device: torch.device) -> Any:
+    if isinstance(inputs, torch.Tensor):
+        return inputs.to(device, non_blocking=True)
+    if isinstance(inputs, dict):
+        return {k: _to_device(v, device) for k, v in inputs.items()}
+    if isinstance(inputs, (list, tuple)):
+        return type(inputs)(_to_device(v, device) for v in inputs)
+    if hasattr(inputs, "to") and callable(inputs.to):  # e.g. transformers' BatchFeature
+        return inputs.to(device)
+    return inputs
+
+
+def _revision(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()[:12]
+
+
+def _load_dir(directory: Path, **scorer_args: Any) -> Scorer:
+    from safetensors.torch import load_model
+
+    config_path = directory / CONFIG_NAME
+    if not config_path.is_file():
+        raise FileNotFoundError(
+            f"{str(directory)!r} has no {CONFIG_NAME}; pass a folder written by save_pretrained or a .ckpt."
+        )
+    config = json.loads(config_path.read_text())
+    if config.get("format") != "mmreward":
+        raise ValueError(f'{config_path} is not an mmreward model config (no "format": "mmreward").')
+    model = instantiate(config["model"], root=directory)
+    load_model(model, str(directory / WEIGHTS_NAME), strict=True)
+    metadata = {**config.get("metadata", {}), "revision": _revision(directory / WEIGHTS_NAME)}
+    return Scorer(
+        model,
+        transform=instantiate(config.get("transform"), root=directory),
+        calibration=instantiate(config.get("calibration"), root=directory),
+        metadata=metadata,
+        **scorer_args,
+    )
+
+
+def _load_ckpt(path: Path, **scorer_args: Any) -> Scorer:
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    if "mmreward" not in checkpoint:
+        raise ValueError(
+            f"{path} was not written by mmreward's RewardModule (no 'mmreward' entry); cannot rebuild it."
+        )
+    model = instantiate(checkpoint["mmreward"]["model"])
+    state = {
+        k.removeprefix("model."): v for k, v in checkpoint["state_dict"].items() if k.startswith("model.")
+    }
+    model.load_state_dict(state, strict=True)
+    return Scorer(
+        model, metadata={"name": getattr(model, "name", path.stem), "revision": path.name}, **scorer_args
+    )
+
+
+def load(
+    path: str | Path,
+    device: str | torch.device | None = None,
+    batch_size: int = 32,
+    dtype: torch.dtype | None = None,
+) -> Scorer:
+    """Load a reward model saved by ``Scorer.save_pretrained`` (a folder) or by training (a ``.ckpt``).
+
+    Args:
+        path: The folder or the checkpoint file.
+        device: Where to run; default CUDA when present.
+        batch_size: Samples per forward.
+        dtype: Autocast dtype (default bf16 on capable GPUs, fp32 elsewhere).
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(
+            f"No model at {str(path)!r}: pass a folder from save_pretrained or a .ckpt file."
+        )
+    args = {"device": device, "batch_size": batch_size, "dtype": dtype}
+    return _load_ckpt(path, **args) if path.is_file() else _load_dir(path, **args)

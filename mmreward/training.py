@@ -1,0 +1,297 @@
+"""Lightning training for any reward model: ``RewardModule`` and ``RewardDataModule``.
+
+One module trains on pairs (Bradley-Terry family), ratings (regression) and rankings
+(Plackett-Luce): the batch's kind picks the loss term. Validation and test metrics are computed
+from every rank's predictions (gathered across processes), so DDP reports the full-set figures.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from mmreward.configurable import Configurable, to_config
+from mmreward.data.collate import Collator, PairBatch, RankingBatch, RatingBatch
+from mmreward.data.records import Record, read_records
+from mmreward.losses import RewardLoss
+from mmreward.metrics import correlations, grouped_accuracy, pairwise_accuracy, ranking_pair_accuracy
+
+OptimizerCallable = Callable[[Iterable[torch.nn.Parameter]], torch.optim.Optimizer]
+SchedulerCallable = Callable[[torch.optim.Optimizer], Any]
+
+
+def _adamw(params: Iterable[torch.nn.Parameter]) -> torch.optim.Optimizer:
+    return torch.optim.AdamW(params, lr=1e-4)
+
+
+class _Accumulator:
+    """Collects one epoch's predictions and labels, then computes metrics over all ranks."""
+
+    def __init__(self) -> None:
+        self.parts: dict[str, list[Any]] = {}
+
+    def add(self, **arrays: Any) -> None:
+        for key, value in arrays.items():
+            self.parts.setdefault(key, []).append(value)
+
+    def gathered(self) -> dict[str, Any]:
+        local = {
+            k: (np.concatenate(v) if isinstance(v[0], np.ndarray) else sum(v, []))
+            for k, v in self.parts.items()
+        }
+        self.parts = {}
+        if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+            return local
+        everyone: list[dict[str, Any]] = [{} for _ in range(torch.distributed.get_world_size())]
+        torch.distributed.all_gather_object(everyone, local)
+        merged = {}
+        for key in local:
+            values = [part[key] for part in everyone if key in part]
+            merged[key] = np.concatenate(values) if isinstance(values[0], np.ndarray) else sum(values, [])
+        return merged
+
+
+def pair_metrics(data: dict[str, Any], aspects: list[str]) -> dict[str, float]:
+    """Accuracy overall, per subset and per aspect from accumulated pair predictions."""
+    metrics = {"accuracy": pairwise_accuracy(data["diff"], data["label"]), "pairs": float(len(data["diff"]))}
+    for subset, acc in grouped_accuracy(data["diff"], data["label"], data["subsets"]).items():
+        metrics[f"accuracy/{subset}"] = acc
+    if "aspect_diff" in data:
+        for j, name in enumerate(aspects):
+            metrics[f"accuracy_{name}"] = pairwise_accuracy(
+                data["aspect_diff"][:, j], data["aspect_label"][:, j]
+            )
+    metrics["metric"] = metrics["accuracy"]
+    return metrics
+
+
+def rating_metrics(data: dict[str, Any], aspects: list[str]) -> dict[str, float]:
+    """Rank correlations of scores with ratings, overall and per aspect."""
+    metrics: dict[str, float] = {"ratings": float(len(data["score"]))}
+    main = []
+    if not np.isnan(data["target"]).all():
+        for name, value in correlations(data["score"], data["target"]).items():
+            metrics[name] = float(value)
+        main.append(metrics["spearman"])
+    if "aspect_score" in data:
+        for j, name in enumerate(aspects):
+            corr = correlations(data["aspect_score"][:, j], data["aspect_target"][:, j])
+            metrics[f"spearman_{name}"] = corr["spearman"]
+            main.append(corr["spearman"])
+    finite = [m for m in main if not math.isnan(m)]
+    metrics["metric"] = float(np.mean(finite)) if finite else float("nan")
+    return metrics
+
+
+class RewardModule(L.LightningModule):
+    """Train any reward model (see ``mmreward.types``) on pairs, ratings or rankings.
+
+    Args:
+        model: The reward model (e.g. ``mmreward.models.RewardModel``).
+        loss: The objective; see ``mmreward.losses.RewardLoss``.
+        optimizer: Builds the optimizer from the trainable parameters (LightningCLI's
+            ``OptimizerCallable``; in YAML, ``class_path: torch.optim.AdamW``).
+        scheduler: Builds a learning-rate scheduler from the optimizer, stepped every step.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        loss: RewardLoss | None = None,
+        optimizer: OptimizerCallable = _adamw,
+        scheduler: SchedulerCallable | None = None,
+    ) -> None:
+        super().__init__()
+        self.model = model
+        self.loss = loss if loss is not None else RewardLoss()
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+        self._metrics = {"val": _Accumulator(), "test": _Accumulator()}
+
+    @property
+    def aspects(self) -> list[str]:
+        return list(getattr(self.model, "aspects", []))
+
+    def forward(self, inputs: dict[str, Any]):
+        return self.model(inputs)
+
+    def _step(
+        self, batch: PairBatch | RatingBatch | RankingBatch
+    ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        """Loss terms and the predictions that the metrics need, for one batch of any kind."""
+        out = self.model(batch.inputs)
+        if isinstance(batch, PairBatch):
+            b = len(batch.label)
+            chosen, rejected = out[:b], out[b:]
+            preds = {"diff": (chosen.score - rejected.score), "label": batch.label, "subsets": batch.subsets}
+            if chosen.aspects is not None and batch.aspect_labels is not None:
+                preds.update(aspect_diff=chosen.aspects - rejected.aspects, aspect_label=batch.aspect_labels)
+            return self.loss.pairs(chosen, rejected, batch), preds
+        if isinstance(batch, RatingBatch):
+            preds = {"score": out.score, "target": batch.score}
+            if out.aspects is not None and batch.aspect_scores is not None:
+                preds.update(aspect_score=out.aspects, aspect_target=batch.aspect_scores)
+            return self.loss.ratings(out, batch), preds
+        scores = out.score[batch.index].masked_fill(~batch.mask, 0.0)  # (B, K)
+        return self.loss.rankings(scores, batch), {"scores": scores, "order": batch.order, "mask": batch.mask}
+
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        terms, _ = self._step(batch)
+        size = len(batch.subsets)
+        for name, value in terms.items():
+            self.log(f"train/{name}", value, prog_bar=name == "loss", batch_size=size)
+        return terms["loss"]
+
+    def _eval_step(self, batch, stage: str) -> None:
+        terms, preds = self._step(batch)
+        self.log(f"{stage}/loss", terms["loss"], sync_dist=True, batch_size=len(batch.subsets))
+        self._metrics[stage].add(
+            **{
+                k: (v.detach().float().cpu().numpy() if isinstance(v, torch.Tensor) else list(v))
+                for k, v in preds.items()
+            }
+        )
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        self._eval_step(batch, "val")
+
+    def test_step(self, batch, batch_idx: int) -> None:
+        self._eval_step(batch, "test")
+
+    def _eval_epoch_end(self, stage: str) -> None:
+        data = self._metrics[stage].gathered()
+        if not data:
+            return
+        if "diff" in data:
+            metrics = pair_metrics(data, self.aspects)
+        elif "scores" in data:
+            acc = ranking_pair_accuracy(data["scores"], data["order"], data["mask"])
+            metrics = {"ranking_accuracy": acc, "metric": acc}
+        else:
+            metrics = rating_metrics(data, self.aspects)
+        for name, value in metrics.items():
+            # already reduced over all ranks: every rank logs the same number
+            self.log(f"{stage}/{name}", float(value), sync_dist=False, rank_zero_only=False)
+
+    def on_validation_epoch_end(self) -> None:
+        self._eval_epoch_end("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._eval_epoch_end("test")
+
+    def predict_step(self, batch, batch_idx: int) -> torch.Tensor:
+        return self.model(batch.inputs).score
+
+    def configure_optimizers(self):
+        optimizer = self.optimizer_factory([p for p in self.parameters() if p.requires_grad])
+        if self.scheduler_factory is None:
+            return optimizer
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": self.scheduler_factory(optimizer), "interval": "step"},
+        }
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["mmreward"] = {"model": to_config(self.model)}
+
+
+class RewardDataModule(L.LightningDataModule):
+    """Canonical data files, or a synthetic world that writes them, for ``RewardModule``.
+
+    Explicit files win: when any of ``train``/``val``/``test`` is given, ``synthetic`` is not used,
+    so ``--data.train T.jsonl --data.val V.jsonl`` swaps a quick start's data for your own.
+
+    Args:
+        train: Training file (JSONL, JSON array or Parquet; canonical schema or ``field_map``).
+        val: Validation file.
+        test: Test file.
+        synthetic: A world with ``write(root) -> {split: path}`` (``mmreward.data.synthetic``).
+        data_root: Where the synthetic world writes; default ``<default_root_dir>/data``.
+        field_map: Renames or a format name (see ``mmreward.data.records.read_records``).
+        batch_size: Records per batch (a pair counts once; it is two samples in one forward).
+        eval_batch_size: Records per validation/test batch; default ``batch_size``.
+        num_workers: Data-loader worker processes (media decoding runs there).
+        skip_bad: Skip records that do not parse, with a warning, instead of failing.
+    """
+
+    def __init__(
+        self,
+        train: str | None = None,
+        val: str | None = None,
+        test: str | None = None,
+        synthetic: Configurable | None = None,
+        data_root: str | None = None,
+        field_map: dict[str, str] | str | None = None,
+        batch_size: int = 32,
+        eval_batch_size: int | None = None,
+        num_workers: int = 0,
+        skip_bad: bool = False,
+    ) -> None:
+        super().__init__()
+        self.files = {"train": train, "val": val, "test": test}
+        self.synthetic = synthetic if not any(self.files.values()) else None
+        if synthetic is None and not any(self.files.values()):
+            raise ValueError(
+                "RewardDataModule needs data: pass --data.train/--data.val files or a synthetic world."
+            )
+        self.data_root, self.field_map = data_root, field_map
+        self.batch_size, self.eval_batch_size = batch_size, eval_batch_size or batch_size
+        self.num_workers, self.skip_bad = num_workers, skip_bad
+        self.records: dict[str, list[Record]] = {}
+
+    def _root(self) -> Path:
+        if self.data_root is not None:
+            return Path(self.data_root)
+        base = self.trainer.default_root_dir if self.trainer is not None else "."
+        return Path(base) / "data"
+
+    def prepare_data(self) -> None:
+        if self.synthetic is not None:
+            self.synthetic.write(self._root())
+
+    def setup(self, stage: str | None = None) -> None:
+        files = dict(self.files)
+        if self.synthetic is not None:
+            files.update({k: str(v) for k, v in self.synthetic.write(self._root()).items() if k in files})
+        for split, path in files.items():
+            if path is not None and split not in self.records:
+                self.records[split] = read_records(path, self.field_map, skip_bad=self.skip_bad)
+
+    def _collator(self) -> Collator:
+        model = self.trainer.lightning_module.model
+        return Collator(model.collate, getattr(model, "aspects", []))
+
+    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        if split not in self.records:
+            raise ValueError(
+                f"No {split} data: pass --data.{split} or a synthetic world that writes a {split} split."
+            )
+        size = self.batch_size if split == "train" else self.eval_batch_size
+        return DataLoader(
+            self.records[split],
+            batch_size=size,
+            shuffle=shuffle,
+            collate_fn=self._collator(),
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader | list:
+        return self._loader("val", shuffle=False) if "val" in self.records else []
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)
