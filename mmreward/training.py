@@ -25,7 +25,7 @@ from mmreward.losses import RewardLoss
 from mmreward.metrics import correlations, grouped_accuracy, pairwise_accuracy, ranking_pair_accuracy
 
 OptimizerCallable = Callable[[Iterable[torch.nn.Parameter]], torch.optim.Optimizer]
-SchedulerCallable = Callable[[torch.optim.Optimizer], Any]
+SchedulerCallable = Callable[[torch.optim.Optimizer], torch.optim.lr_scheduler.LRScheduler]
 
 
 def _adamw(params: Iterable[torch.nn.Parameter]) -> torch.optim.Optimizer:
