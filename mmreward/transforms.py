@@ -1,0 +1,306 @@
+"""Reward transforms: what a raw reward becomes before an RL loop or a ranking uses it.
+
+Each transform is a ``Configurable`` callable ``(score, aspects, sigma) -> TransformResult``:
+
+- ``score``: (N,) the reward so far; ``aspects``: ``{name: (N,)}`` per-aspect scores or None;
+  ``sigma``: (N,) the score's standard deviation or None (uncertainty heads).
+- ``TransformResult.score`` is the new reward; ``.components`` names the intermediate values, which
+  the ``Scorer`` writes into each ``RewardOutput.provenance["components"]``.
+
+``Chain`` composes transforms; everything round-trips through ``to_config`` / ``instantiate`` (and so
+through ``config.json`` when a ``Scorer`` saves them). Statistics that a transform needs (a mean, a
+reference reward) are fit once on held-out scores with the class's ``fit`` and stored as init args.
+
+Example:
+    >>> transform = Chain([Gate("alignment", threshold=0.0), AspectSum(references={"alignment": 0.3, "quality": 0.1})])
+    >>> result = transform(scores, aspects)
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+
+from mmreward.configurable import Configurable
+
+Aspects = dict[str, torch.Tensor] | None
+
+
+@dataclass
+class TransformResult:
+    """A transformed reward and the named values it was built from.
+
+    Attributes:
+        score: (N,) the transformed reward.
+        components: ``{name: (N,)}`` intermediate values, for provenance and logging.
+    """
+
+    score: torch.Tensor
+    components: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+class RewardTransform(Configurable, abc.ABC):
+    """Base class: subclasses implement ``__call__(score, aspects=None, sigma=None)``."""
+
+    @abc.abstractmethod
+    def __call__(
+        self, score: torch.Tensor, aspects: Aspects = None, sigma: torch.Tensor | None = None
+    ) -> TransformResult:
+        """The transformed reward and the components it was built from."""
+
+    def _aspect(self, aspects: Aspects, name: str) -> torch.Tensor:
+        if not aspects or name not in aspects:
+            have = ", ".join(aspects) if aspects else "none"
+            raise ValueError(
+                f"{type(self).__name__} needs the aspect {name!r}, but the model gives {have}. "
+                "Use a multi-aspect head or name one of its aspects."
+            )
+        return aspects[name]
+
+
+def _scores(values: Sequence[float] | torch.Tensor) -> torch.Tensor:
+    scores = torch.as_tensor(values, dtype=torch.float64).flatten()
+    if scores.numel() < 2 or not torch.isfinite(scores).all():
+        raise ValueError(
+            f"Fitting needs at least 2 finite scores; got {scores.numel()} (finite: {bool(torch.isfinite(scores).all())})."
+        )
+    return scores
+
+
+class ZNormalize(RewardTransform):
+    """``(score - mean) / std`` with statistics stored from a reference set (``ZNormalize.fit``).
+
+    Args:
+        mean: The reference mean.
+        std: The reference standard deviation (> 0).
+    """
+
+    def __init__(self, mean: float = 0.0, std: float = 1.0) -> None:
+        if not std > 0:
+            raise ValueError(f"ZNormalize std must be positive; got {std}. Fit it on scores that vary.")
+        self.mean, self.std = float(mean), float(std)
+
+    @classmethod
+    def fit(cls, scores: Sequence[float] | torch.Tensor) -> ZNormalize:
+        """Store the mean and standard deviation of reference ``scores``."""
+        values = _scores(scores)
+        return cls(mean=float(values.mean()), std=float(values.std()))
+
+    def __call__(
+        self, score: torch.Tensor, aspects: Aspects = None, sigma: torch.Tensor | None = None
+    ) -> TransformResult:
+        z = (score - self.mean) / self.std
+        return TransformResult(z, {"z": z})
+
+
+class LogSigmoid(RewardTransform):
+    """``log sigmoid(score - reference)``: the transform of Wang et al. (2024), "Transforming and
+    Combining Rewards for Aligning Large Language Models".
+
+    Gains above the reference saturate (no reward hacking by over-optimising what is already
+    good) while shortfalls keep a steep penalty; ``reference`` is the reward of an acceptable
+    response (the paper uses the SFT model's, or a high quantile of held-out rewards: ``fit``).
+
+    Args:
+        reference: The reward subtracted before the log-sigmoid.
+    """
+
+    def __init__(self, reference: float = 0.0) -> None:
+        self.reference = float(reference)
+
+    @classmethod
+    def fit(cls, scores: Sequence[float] | torch.Tensor, quantile: float = 0.85) -> LogSigmoid:
+        """Take ``reference`` as the ``quantile`` of reference scores (0.85 as in Wang et al., 2024)."""
+        return cls(reference=float(torch.quantile(_scores(scores), quantile)))
+
+    def __call__(
+        self, score: torch.Tensor, aspects: Aspects = None, sigma: torch.Tensor | None = None
+    ) -> TransformResult:
+        out = F.logsigmoid(score - self.reference)
+        return TransformResult(out, {"log_sigmoid": out})
+
+
+class AspectSum(RewardTransform):
+    """Sum of per-aspect rewards, each log-sigmoid-transformed against its reference (Wang et al.,
+    2024): the sum of log-probabilities of "good on each aspect", a soft logical AND.
+
+    Args:
+        references: ``{aspect: reference reward}``; the aspects summed are its keys.
+        weights: ``{aspect: weight}``; missing aspects weigh 1.
+        log_sigmoid: Transform each aspect first (False sums raw aspect scores minus references).
+    """
+
+    def __init__(
+        self, references: dict[str, float], weights: dict[str, float] | None = None, log_sigmoid: bool = True
+    ) -> None:
+        if not references:
+            raise ValueError("AspectSum needs at least one aspect in references, e.g. {'alignment': 0.0}.")
+        self.references = {k: float(v) for k, v in references.items()}
+        self.weights = {k: float(v) for k, v in (weights or {}).items()}
+        self.log_sigmoid = log_sigmoid
+
+    def __call__(
+        self, score: torch.Tensor, aspects: Aspects = None, sigma: torch.Tensor | None = None
+    ) -> TransformResult:
+        parts = {}
+        for name, reference in self.references.items():
+            centred = self._aspect(aspects, name) - reference
+            parts[name] = F.logsigmoid(centred) if self.log_sigmoid else centred
+        total = sum(self.weights.get(name, 1.0) * value for name, value in parts.items())
+        return TransformResult(total, {f"aspect.{k}": v for k, v in parts.items()})
+
+
+class WeightedSum(RewardTransform):
+    """``sum_k w_k * aspect_k`` (+ ``w_score * score`` when ``"score"`` is among the weights).
+
+    Args:
+        weights: ``{aspect or "score": weight}``.
+    """
+
+    def __init__(self, weights: dict[str, float]) -> None:
+        if not weights:
+            raise ValueError("WeightedSum needs weights, e.g. {'alignment': 0.7, 'quality': 0.3}.")
+        self.weights = {k: float(v) for k, v in weights.items()}
+
+    def __call__(
+        self, score: torch.Tensor, aspects: Aspects = None, sigma: torch.Tensor | None = None
+    ) -> TransformResult:
+        parts = {k: score if k == "score" else self._aspect(aspects, k) for k in self.weights}
+        total = sum(self.weights[k] * v for k, v in parts.items())
+        return TransformResult(total, {f"weighted.{k}": self.weights[k] * v for k, v in parts.items()})
+
+
+class LowerConfidenceBound(RewardTransform):
+    """``score - kappa * sigma``: an uncertainty-weighted reward that discounts what the model is
+    unsure of (the uncertainty penalty of Zhai et al., 2023, "Uncertainty-Penalized RLHF").
+
+    Args:
+        kappa: How many standard deviations to subtract.
+    """
+
+    def __init__(self, kappa: float = 1.0) -> None:
+        self.kappa = float(kappa)
+
+    def __call__(
+        self, score: torch.Tensor, aspects: Aspects = None, sigma: torch.Tensor | None = None
+    ) -> TransformResult:
+        if sigma is None:
+            raise ValueError(
+                "LowerConfidenceBound needs a sigma, but the model predicts none. Use a model with "
+                "mmreward.uncertainty.UncertaintyHead, or drop this transform."
+            )
+        out = score - self.kappa * sigma
+        return TransformResult(out, {"penalty": self.kappa * sigma})
+
+
+class Clip(RewardTransform):
+    """Clamp the reward to ``[low, high]`` (either side may be open).
+
+    Args:
+        low: The floor; None for none.
+        high: The ceiling; None for none.
+    """
+
+    def __init__(self, low: float | None = None, high: float | None = None) -> None:
+        if low is not None and high is not None and low > high:
+            raise ValueError(f"Clip needs low <= high; got low={low}, high={high}.")
+        self.low, self.high = low, high
+
+    def __call__(
+        self, score: torch.Tensor, aspects: Aspects = None, sigma: torch.Tensor | None = None
+    ) -> TransformResult:
+        out = score.clamp(min=self.low, max=self.high)
+        return TransformResult(out, {"clipped": (out != score).float()})
+
+
+class Gate(RewardTransform):
+    """Replace the reward by ``value`` where a gate aspect (or the score) is below ``threshold``:
+    "an image that does not match its prompt gets reward 0, however pretty".
+
+    Args:
+        aspect: The aspect that gates, or ``"score"`` for the reward itself.
+        threshold: Samples with ``aspect < threshold`` are gated.
+        value: The reward a gated sample gets.
+    """
+
+    def __init__(self, aspect: str, threshold: float, value: float = 0.0) -> None:
+        self.aspect, self.threshold, self.value = aspect, float(threshold), float(value)
+
+    def __call__(
+        self, score: torch.Tensor, aspects: Aspects = None, sigma: torch.Tensor | None = None
+    ) -> TransformResult:
+        gate = score if self.aspect == "score" else self._aspect(aspects, self.aspect)
+        open_ = gate >= self.threshold
+        out = torch.where(open_, score, torch.full_like(score, self.value))
+        return TransformResult(out, {"gate_open": open_.float()})
+
+
+class GroupNormalize(RewardTransform):
+    """Group-relative advantages: ``(r - mean_g) / (std_g + eps)`` within each group of samples
+    answering the same prompt (GRPO, Shao et al., 2024, DeepSeekMath).
+
+    Args:
+        group_size: Consecutive samples per group (TRL lays out ``num_generations`` completions of a
+            prompt next to each other); None treats the whole call as one group.
+        scale: ``"std"`` divides by the group's standard deviation; ``"none"`` only centres (Dr. GRPO,
+            Liu et al., 2025).
+        eps: Added to the standard deviation.
+    """
+
+    def __init__(
+        self, group_size: int | None = None, scale: Literal["std", "none"] = "std", eps: float = 1e-4
+    ) -> None:
+        if group_size is not None and group_size < 1:
+            raise ValueError(f"GroupNormalize group_size must be >= 1 or None; got {group_size}.")
+        self.group_size, self.scale, self.eps = group_size, scale, eps
+
+    def __call__(
+        self, score: torch.Tensor, aspects: Aspects = None, sigma: torch.Tensor | None = None
+    ) -> TransformResult:
+        size = self.group_size or score.numel()
+        if score.numel() % size:
+            raise ValueError(
+                f"GroupNormalize(group_size={size}) got {score.numel()} scores, not a multiple of the group "
+                "size. Score whole groups, or set group_size=None for one group per call."
+            )
+        groups = score.reshape(-1, size)
+        centred = groups - groups.mean(dim=1, keepdim=True)
+        if self.scale == "std":
+            std = groups.std(dim=1, keepdim=True) if size > 1 else torch.zeros_like(groups[:, :1])
+            centred = centred / (std + self.eps)
+        out = centred.reshape(score.shape)
+        return TransformResult(out, {"group_mean": groups.mean(dim=1).repeat_interleave(size)})
+
+
+class Chain(RewardTransform):
+    """Apply transforms in order; each step sees the previous step's reward (and the same aspects
+    and sigma). Components are named ``"<step>.<Class>.<name>"``.
+
+    Args:
+        steps: The transforms.
+    """
+
+    def __init__(self, steps: list[RewardTransform]) -> None:
+        if not steps:
+            raise ValueError("Chain needs at least one transform.")
+        for i, step in enumerate(steps):
+            if not callable(step):
+                raise TypeError(f"Chain step {i} is a {type(step).__name__}, not a transform.")
+        self.steps = list(steps)
+
+    def __call__(
+        self, score: torch.Tensor, aspects: Aspects = None, sigma: torch.Tensor | None = None
+    ) -> TransformResult:
+        components = {}
+        for i, step in enumerate(self.steps):
+            result = step(score, aspects, sigma)
+            score = result.score
+            name = f"{i}.{type(step).__name__}"
+            components.update({f"{name}.{k}": v for k, v in result.components.items()})
+            components[f"{name}.out"] = score
+        return TransformResult(score, components)
