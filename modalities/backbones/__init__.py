@@ -1,9 +1,10 @@
 """Backbones: samples -> (N, feature_dim) features, for ``mmreward.models.RewardModel``.
 
-Import them from their modules (``modalities.backbones.clip.ClipBackbone``) or from here; this
-package imports nothing heavy until a backbone is built.
+Each imports its heavy library (open_clip, transformers) only when one is built.
 """
 
 from modalities.backbones.clip import ClipBackbone
+from modalities.backbones.lm import LMBackbone
+from modalities.backbones.vlm import VLMBackbone
 
-__all__ = ["ClipBackbone"]
+__all__ = ["ClipBackbone", "LMBackbone", "VLMBackbone"]

@@ -1,6 +1,7 @@
 """Synthetic worlds: generated data with known labels, for training and testing reward models.
 
-``scenes`` is the shared scene grammar and renderer; ``t2i`` the text-to-image world.
+``scenes`` is the shared scene grammar and renderer; ``t2i`` the text-to-image world; ``text``
+a text world for language reward models.
 """
 
 from mmreward.data.synthetic.scenes import (
@@ -27,6 +28,7 @@ from mmreward.data.synthetic.t2i import (
     make_candidates,
     sample_prompt,
 )
+from mmreward.data.synthetic.text import EchoWorld
 
 __all__ = [
     "ALIGNMENT_CORRUPTIONS",
@@ -34,6 +36,7 @@ __all__ = [
     "SHAPES",
     "SIZES",
     "Candidate",
+    "EchoWorld",
     "Grammar",
     "ObjectGroup",
     "PromptSpec",
