@@ -32,6 +32,14 @@ def _adamw(params: Iterable[torch.nn.Parameter]) -> torch.optim.Optimizer:
     return torch.optim.AdamW(params, lr=1e-4)
 
 
+def _host(value: Any) -> Any:
+    """A prediction as a NumPy array (floats in float32; indices and masks keep their dtype) or a list."""
+    if not isinstance(value, torch.Tensor):
+        return list(value)
+    value = value.detach()
+    return (value.float() if value.is_floating_point() else value).cpu().numpy()
+
+
 class _Accumulator:
     """Collects one epoch's predictions and labels, then computes metrics over all ranks."""
 
@@ -153,12 +161,7 @@ class RewardModule(L.LightningModule):
     def _eval_step(self, batch, stage: str) -> None:
         terms, preds = self._step(batch)
         self.log(f"{stage}/loss", terms["loss"], sync_dist=True, batch_size=len(batch.subsets))
-        self._metrics[stage].add(
-            **{
-                k: (v.detach().float().cpu().numpy() if isinstance(v, torch.Tensor) else list(v))
-                for k, v in preds.items()
-            }
-        )
+        self._metrics[stage].add(**{k: _host(v) for k, v in preds.items()})
 
     def validation_step(self, batch, batch_idx: int) -> None:
         self._eval_step(batch, "val")

@@ -168,3 +168,28 @@ def test_two_process_ddp_reduces_metrics_over_all_ranks(tmp_path: Path):
     rank1 = json.loads((tmp_path / "rank1.json").read_text())
     assert rank0["val/pairs"] == 20.0  # each rank saw 10 pairs; the metric counts all 20
     assert rank0["val/accuracy"] == pytest.approx(rank1["val/accuracy"])
+
+
+def test_rankings_train_and_validate_with_plackett_luce(tmp_path: Path):
+    import lightning as L
+
+    from mmreward.training import RewardDataModule, RewardModule
+    from tests.core_helpers import tiny_reward_model
+
+    pairs = [json.loads(x) for x in write_colour_world(tmp_path, 12, seed=4, name="r").read_text().splitlines()]
+    rankings = [
+        {"prompt": p["prompt"], "candidates": [p["rejected"], p["chosen"], q["rejected"]], "ranking": [1, 0, 2]}
+        for p, q in zip(pairs, pairs[1:] + pairs[:1])
+    ]
+    path = tmp_path / "rankings.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rankings))
+    seen = {}
+
+    class Capture(L.Callback):
+        def on_validation_end(self, trainer, module):
+            seen.update({k: float(v) for k, v in trainer.callback_metrics.items()})
+
+    trainer = L.Trainer(accelerator="cpu", max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False, callbacks=[Capture()])
+    trainer.fit(RewardModule(tiny_reward_model()), datamodule=RewardDataModule(train=str(path), val=str(path), batch_size=4))
+    assert 0.0 <= seen["val/ranking_accuracy"] <= 1.0 and seen["val/metric"] == seen["val/ranking_accuracy"]
+    assert seen["train/plackett_luce"] > 0

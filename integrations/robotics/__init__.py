@@ -1,0 +1,1 @@
+"""Robot integrations: the MuJoCo cloth simulator, preference data, candidate samplers and the action selector."""

@@ -1,0 +1,118 @@
+"""The cloth world, a tiny action preference model and its training, cached once per test session."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+EVAL_SEEDS = list(range(30_000, 30_008))  # held-out crumpled starts for the episode comparison
+EVAL_STEPS = 3
+EVAL_CANDIDATES = 8
+
+
+def tiny_action_model(seed: int = 0, num_points: int = 128):
+    """An ActionPreferenceModel small enough to train in a test (about 0.1 M parameters)."""
+    from modalities.action_model import ActionPreferenceModel
+    from modalities.actions import FlingEncoder, PickPlaceEncoder
+    from modalities.backbones.pointnet import PointNetEncoder
+
+    torch.manual_seed(seed)
+    encoder = PointNetEncoder(dim=64, centroids=(32, 8), neighbours=(12, 8), widths=(48, 96))
+    encoders = {"pick_place": PickPlaceEncoder(frequencies=2), "fling": FlingEncoder(frequencies=2)}
+    return ActionPreferenceModel(encoder, encoders, num_points=num_points)
+
+
+@contextlib.contextmanager
+def one_thread():
+    """Run tiny-tensor work on one thread: on a shared 2-core machine more threads only spin."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+@functools.lru_cache(maxsize=1)
+def cloth_world() -> dict[str, Path]:
+    """Simulated preference data: 20 training episodes (pairs), 5 held-out test episodes."""
+    from integrations.robotics.cloth_data import ClothPreferenceWorld
+
+    world = ClothPreferenceWorld(
+        episodes={"train": 20, "test": 5}, steps=3, candidates=12, num_points=256, train_format="pairs"
+    )
+    root = Path(tempfile.mkdtemp(prefix="mmreward-cloth-"))
+    return world.write(root)
+
+
+@functools.lru_cache(maxsize=1)
+def trained_model():
+    """The tiny model after 300 steps of Bradley-Terry training with ``RewardModule``."""
+    import lightning as L
+
+    from mmreward.training import RewardDataModule, RewardModule
+
+    torch.manual_seed(0)
+    paths = cloth_world()
+    model = tiny_action_model()
+    module = RewardModule(
+        model, optimizer=lambda params: torch.optim.AdamW(params, lr=1e-3, weight_decay=0.01)
+    )
+    data = RewardDataModule(train=str(paths["train"]), batch_size=16)
+    trainer = L.Trainer(
+        max_steps=300,
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+    )
+    with one_thread():
+        trainer.fit(module, data)
+    return model.eval()
+
+
+def held_out_pair_accuracy(model) -> tuple[float, int]:
+    """Fraction of held-out test pairs whose chosen side the model scores higher, and the pair count."""
+    from mmreward.data.records import read_records
+    from mmreward.scoring import Scorer
+
+    pairs = read_records(cloth_world()["test"])
+    scorer = Scorer(model, batch_size=256, device="cpu")
+    chosen = np.array([o.score for o in scorer.score_samples([p.chosen for p in pairs])])
+    rejected = np.array([o.score for o in scorer.score_samples([p.rejected for p in pairs])])
+    return float((chosen > rejected).mean()), len(pairs)
+
+
+@functools.lru_cache(maxsize=1)
+def episode_results():
+    """Held-out flattening episodes with reward-model, random and oracle selection."""
+    from integrations.robotics.cloth_env import ClothEnv
+    from integrations.robotics.evaluation import (
+        oracle_chooser,
+        random_chooser,
+        reward_model_chooser,
+        run_episodes,
+    )
+    from integrations.robotics.samplers import RandomPrimitiveSampler
+    from integrations.robotics.selector import ActionSelector
+
+    env, sampler = ClothEnv(), RandomPrimitiveSampler()
+    selector = ActionSelector(trained_model(), device="cpu")
+    choosers = {
+        "reward_model": reward_model_chooser(selector),
+        "random": random_chooser(seed=0),
+        "oracle": oracle_chooser(env),
+    }
+    args = {"seeds": EVAL_SEEDS, "steps": EVAL_STEPS, "candidates": EVAL_CANDIDATES, "num_points": 256}
+    with one_thread():
+        return {
+            name: run_episodes(env, sampler, choose, **args) for name, choose in choosers.items()
+        }, selector
