@@ -1,0 +1,106 @@
+"""Test-time scaling: sample k verdicts per input and aggregate them.
+
+Spending more compute at inference for a better verdict is J1's test-time scaling (Whitehouse et
+al., 2025, "J1: Incentivizing Thinking in LLM-as-a-Judge via Reinforcement Learning"): sample
+several judgements at a temperature above zero and take the majority vote or the mean score.
+``"confidence"`` weights each sample by its own confidence (the Confidence-as-a-Reward idea).
+Each result reports the agreement of its samples: the share that voted for the majority label.
+
+Example:
+    >>> scaled = ScaledJudge(CritiqueJudge(backend), k=8, temperature=0.7, aggregate="mean")
+    >>> [r] = scaled.judge([sample])
+    >>> r.score, r.agreement
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from judges.base import GenerativeJudge
+from judges.parsing import Judgement
+
+Aggregate = Literal["majority", "mean", "confidence"]
+
+
+@dataclass
+class ScaledJudgement:
+    """The aggregate of k sampled judgements of one input.
+
+    Attributes:
+        score: The aggregate score; None when no sample parsed.
+        agreement: Share of parsed samples whose rounded score equals the majority label.
+        samples: The k judgements.
+        failures: Samples with no score.
+    """
+
+    score: float | None
+    agreement: float | None
+    samples: list[Judgement]
+    failures: int
+
+
+def aggregate_scores(judgements: list[Judgement], how: Aggregate) -> ScaledJudgement:
+    """Aggregate sampled judgements: majority vote of rounded scores, mean, or confidence-weighted mean."""
+    scored = [j for j in judgements if j.score is not None]
+    failures = len(judgements) - len(scored)
+    if not scored:
+        return ScaledJudgement(None, None, judgements, failures)
+    votes = Counter(round(j.score) for j in scored)
+    top = max(votes.values())
+    majority = sorted(label for label, n in votes.items() if n == top)  # ties: the mean of the tied labels
+    agreement = top / len(scored)
+    if how == "majority":
+        score = sum(majority) / len(majority)
+    elif how == "mean":
+        score = sum(j.score for j in scored) / len(scored)
+    elif how == "confidence":
+        weights = [j.confidence if j.confidence is not None else 1.0 for j in scored]
+        score = sum(w * j.score for w, j in zip(weights, scored)) / sum(weights)
+    else:
+        raise ValueError(f"Unknown aggregate {how!r}; use 'majority', 'mean' or 'confidence'.")
+    return ScaledJudgement(score, agreement, judgements, failures)
+
+
+class ScaledJudge:
+    """Ask a judge k times per input at ``temperature`` and aggregate (see the module docstring).
+
+    All k x N requests go to the backend in one batch.
+
+    Args:
+        judge: Any ``GenerativeJudge`` (critique, video, ...).
+        k: Samples per input.
+        temperature: Sampling temperature (must be above 0, or the k samples are identical).
+        aggregate: ``"majority"``, ``"mean"`` or ``"confidence"``.
+        seed: Seed of the sampling.
+    """
+
+    def __init__(
+        self,
+        judge: GenerativeJudge,
+        k: int = 8,
+        temperature: float = 0.7,
+        aggregate: Aggregate = "mean",
+        seed: int | None = 0,
+    ) -> None:
+        if k < 1 or temperature <= 0:
+            raise ValueError(
+                f"ScaledJudge needs k >= 1 and temperature > 0; got k={k}, temperature={temperature}."
+            )
+        self.judge_, self.k, self.temperature, self.aggregate, self.seed = (
+            judge,
+            k,
+            temperature,
+            aggregate,
+            seed,
+        )
+
+    def judge(self, items: list[Any]) -> list[ScaledJudgement]:
+        """k samples per item, aggregated; results in item order."""
+        repeated = [item for item in items for _ in range(self.k)]
+        judgements = self.judge_.judge(repeated, self.temperature, self.seed)
+        return [
+            aggregate_scores(judgements[i * self.k : (i + 1) * self.k], self.aggregate)
+            for i in range(len(items))
+        ]
