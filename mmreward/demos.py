@@ -8,4 +8,8 @@ from __future__ import annotations
 
 DEMOS: dict[str, str] = {
     "t2i": "mmreward.demo_t2i.run",
+    "video": "integrations.demos.video.run",
+    "edit": "integrations.demos.edit.run",
+    "judge": "judges.demo.run",
+    "cloth": "integrations.robotics.demo.run",
 }

@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from mmreward.data.formats_video import VIDEO_FORMATS
+
 Converter = Callable[[dict[str, Any]], list[dict[str, Any]]]
 
 
@@ -93,4 +95,5 @@ FORMATS: dict[str, Converter] = {
     "imagereward": imagereward,
     "pick-a-pic": pick_a_pic,
     "rewardbench": rewardbench,
+    **VIDEO_FORMATS,  # GenAI-Bench, T2VScore, VideoAlign, VideoFeedback, EditReward (mmreward.data.formats_video)
 }

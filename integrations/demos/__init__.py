@@ -1,0 +1,1 @@
+"""Demos of the tasks whose reports need the modalities (video frames, edit pairs)."""

@@ -1,0 +1,157 @@
+"""``ClipVideoBackbone``: per-frame open_clip features pooled over time, joined with the prompt.
+
+The fast route for scoring many clips: every sampled frame goes through the CLIP image tower in one
+batch, a temporal pooler turns the ``(N, T, D)`` frame embeddings into one clip embedding, and the
+clip embedding is joined with the prompt's text embedding exactly as ``ClipBackbone`` joins an image's.
+``temporal="mean"`` is order-blind (the CLIP4Clip "meanP" baseline, Luo et al., 2021); ``"transformer"``
+adds a small transformer over the frame sequence with learned position embeddings (CLIP4Clip's
+"seqTransf"), which is what lets a model see motion, teleporting or flicker.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+from mmreward.types import Sample
+from modalities.backbones.clip import ClipBackbone
+from modalities.image import normalize
+from modalities.video import FrameSampler, load_video
+
+
+class TemporalTransformer(nn.Module):
+    """A pre-norm transformer over frame embeddings; the clip embedding is the mean frame plus the
+    transformer's summary token, so at initialisation it is close to mean pooling.
+
+    Given the prompt's embedding, it joins the sequence as one more token, so attention can compare
+    what the frames show with what the prompt asks (which way, which colour) before pooling.
+
+    Args:
+        dim: Frame-embedding size.
+        layers: Transformer layers.
+        heads: Attention heads (``dim`` must divide by it).
+        max_frames: Length of the learned position table.
+    """
+
+    def __init__(self, dim: int, layers: int, heads: int, max_frames: int) -> None:
+        super().__init__()
+        if dim % heads:
+            raise ValueError(
+                f"TemporalTransformer: the embedding size {dim} does not divide by heads={heads}; pick a divisor."
+            )
+        self.position = nn.Parameter(torch.zeros(max_frames + 2, dim))  # summary, prompt, frames
+        nn.init.normal_(self.position, std=0.02)
+        self.summary = nn.Parameter(torch.zeros(1, 1, dim))
+        layer = nn.TransformerEncoderLayer(
+            dim, heads, 2 * dim, dropout=0.0, batch_first=True, norm_first=True
+        )
+        self.encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+        self.norm = nn.LayerNorm(dim)
+        self.out = nn.Linear(dim, dim)
+        nn.init.zeros_(self.out.weight)  # start as mean pooling; the transformer learns a correction
+        nn.init.zeros_(self.out.bias)
+
+    def forward(self, frames: torch.Tensor, text: torch.Tensor | None = None) -> torch.Tensor:
+        """(N, T, D) unit-norm frame embeddings (and (N, D) prompt embeddings) -> (N, D) clip embeddings."""
+        n, t, d = frames.shape
+        if t > len(self.position) - 2:
+            raise ValueError(
+                f"Got {t} frames but the temporal transformer was built for at most {len(self.position) - 2}; raise max_frames."
+            )
+        parts = (
+            [self.summary.expand(n, 1, d)]
+            + ([] if text is None else [text[:, None] * d**0.5])
+            + [frames * d**0.5]
+        )
+        tokens = torch.cat(parts, dim=1)
+        tokens = tokens + self.position[: tokens.shape[1]]
+        summary = self.norm(self.encoder(tokens)[:, 0])  # (N, D)
+        return frames.mean(1) + self.out(summary)
+
+
+class ClipVideoBackbone(ClipBackbone):
+    """An open_clip model over sampled video frames, with temporal pooling (see the module docstring).
+
+    ``collate`` decodes each sample's ``video`` (path or frames) with ``modalities.video`` into
+    ``num_frames`` frames at the tower's resolution, and tokenizes each distinct prompt once.
+
+    Args:
+        model_name: An open_clip model name, or a name for ``model_config``.
+        pretrained: An open_clip pretrained tag or checkpoint path; None starts from random weights.
+        model_config: An open_clip model config dict or JSON path.
+        feature: How clip and text embeddings are joined (``ClipBackbone``).
+        freeze_image: Keep the image tower fixed.
+        freeze_text: Keep the text tower fixed.
+        sampler: Which frames to decode; default 8 frames uniform over the clip.
+        temporal: ``"mean"`` pooling or a ``"transformer"`` over the frames.
+        temporal_layers: Layers of the temporal transformer.
+        temporal_heads: Heads of the temporal transformer.
+        temporal_sees_prompt: Give the temporal transformer the prompt embedding as a token.
+    """
+
+    def __init__(
+        self,
+        model_name: str = "ViT-B-32",
+        pretrained: str | None = None,
+        model_config: dict[str, Any] | str | None = None,
+        feature: Literal["product", "concat"] = "concat",
+        freeze_image: bool = False,
+        freeze_text: bool = False,
+        sampler: FrameSampler | None = None,
+        temporal: Literal["mean", "transformer"] = "transformer",
+        temporal_layers: int = 2,
+        temporal_heads: int = 4,
+        temporal_sees_prompt: bool = True,
+    ) -> None:
+        super().__init__(model_name, pretrained, model_config, feature, freeze_image, freeze_text)
+        self.sampler = sampler if sampler is not None else FrameSampler()
+        self.temporal, self.temporal_sees_prompt = temporal, temporal_sees_prompt
+        max_frames = max(self.sampler.num_frames, 64)
+        self.pool = (
+            TemporalTransformer(self.embed_dim, temporal_layers, temporal_heads, max_frames)
+            if temporal == "transformer"
+            else None
+        )
+
+    @property
+    def preprocessing(self) -> dict[str, Any]:
+        return {**super().preprocessing, "frames": self.sampler.init_args, "temporal": self.temporal}
+
+    def collate(self, samples: list[Sample]) -> dict[str, torch.Tensor]:
+        """Decode and resize each sample's frames; tokenize the distinct prompts once."""
+        clips = [load_video(s.video, self.sampler, self.image_size, s, "video") for s in samples]
+        lengths = {len(c) for c in clips}
+        if len(lengths) > 1:
+            raise ValueError(
+                f"Clips in one batch gave different frame counts {sorted(lengths)}; "
+                "use FrameSampler(mode='uniform' or 'window') so every clip gives num_frames frames."
+            )
+        pixels = normalize(torch.stack(clips).flatten(0, 1), self.image_mean, self.image_std)
+        return {
+            "pixel_values": pixels.unflatten(0, (len(clips), -1)),
+            **self.encode_prompts([s.prompt for s in samples]),
+        }
+
+    def tensor_inputs(self, videos: torch.Tensor, prompts: list[str]) -> dict[str, torch.Tensor]:
+        """Inputs for ``forward`` from ``(N, T, 3, H, W)`` frames in [0, 1]; gradients flow to them."""
+        if len(prompts) != len(videos):
+            raise ValueError(
+                f"Got {len(videos)} videos but {len(prompts)} prompts; pass one prompt per video."
+            )
+        pixels = self.pixels_from_tensor(videos.flatten(0, 1)).unflatten(0, videos.shape[:2])
+        return {"pixel_values": pixels, **self.encode_prompts(list(prompts))}
+
+    def encode_video(self, pixel_values: torch.Tensor, text: torch.Tensor | None = None) -> torch.Tensor:
+        """(N, T, 3, S, S) normalised frames (and (N, D) prompt embeddings) -> (N, D) unit-norm clip embeddings."""
+        n, t = pixel_values.shape[:2]
+        frames = self.encode_image(pixel_values.flatten(0, 1)).unflatten(0, (n, t))  # (N, T, D)
+        if self.pool is None:
+            return nn.functional.normalize(frames.mean(1), dim=-1)
+        return nn.functional.normalize(self.pool(frames, text if self.temporal_sees_prompt else None), dim=-1)
+
+    def forward(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        text = self.encode_text(inputs["input_ids"])[inputs["text_index"]]  # (N, D)
+        video = self.encode_video(inputs["pixel_values"], text)  # (N, D)
+        return self.join(video, text)

@@ -1,0 +1,132 @@
+"""The fast CLIP routes: ClipVideoBackbone (frames + temporal pooling) and ClipEditBackbone."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from mmreward.data.synthetic.video import write_mp4
+from mmreward.heads import LinearHead, MultiAspectHead
+from mmreward.models import RewardModel
+from mmreward.scoring import Scorer, load, save_pretrained
+from mmreward.types import Sample
+from modalities.backbones.clip_edit import ClipEditBackbone
+from modalities.backbones.clip_video import ClipVideoBackbone
+from modalities.video import FrameSampler
+
+TINY = {
+    "embed_dim": 32,
+    "vision_cfg": {"image_size": 32, "layers": [1, 1, 1, 1], "width": 16, "head_width": 16},
+    "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 4, "layers": 1},
+}
+ASPECTS = ["quality", "alignment", "physics"]
+
+
+def _clip(path: Path, seed: int) -> str:
+    frames = np.random.default_rng(seed).integers(0, 255, (6, 32, 32, 3), dtype=np.uint8)
+    return str(write_mp4(frames, path, fps=6))
+
+
+def _video_model(temporal: str = "transformer") -> RewardModel:
+    torch.manual_seed(0)
+    backbone = ClipVideoBackbone(model_config=TINY, sampler=FrameSampler(num_frames=6), temporal=temporal)
+    model = RewardModel(backbone, MultiAspectHead(ASPECTS, hidden_size=16))
+    if backbone.pool is not None:  # move off the near-mean-pooling init, as training does
+        torch.nn.init.normal_(backbone.pool.out.weight, std=0.5)
+        torch.nn.init.normal_(backbone.pool.position, std=1.0)
+    return model.eval()
+
+
+def test_video_collate_decodes_frames_and_shares_prompts(tmp_path):
+    model = _video_model()
+    samples = [Sample(prompt="a red ball", video=_clip(tmp_path / f"{i}.mp4", i)) for i in range(3)]
+    samples.append(Sample(prompt="a blue box", video=samples[0].video))
+    inputs = model.collate(samples)
+    assert inputs["pixel_values"].shape == (4, 6, 3, 32, 32)
+    assert inputs["input_ids"].shape[0] == 2 and inputs["text_index"].tolist() == [0, 0, 0, 1]
+
+
+def test_mean_pooling_ignores_frame_order_and_the_transformer_does_not():
+    clip = torch.rand(1, 6, 3, 32, 32)
+    reversed_clip = clip.flip(1)
+    for temporal, should_differ in (("mean", False), ("transformer", True)):
+        model = _video_model(temporal)
+        with torch.no_grad():
+            a = model.backbone(model.backbone.tensor_inputs(clip, ["a red ball"]))
+            b = model.backbone(model.backbone.tensor_inputs(reversed_clip, ["a red ball"]))
+        difference = float((a - b).abs().max())
+        assert (difference > 1e-4) == should_differ, (temporal, difference)
+
+
+def test_video_scores_are_differentiable_in_the_frames():
+    model = _video_model()
+    clip = torch.rand(2, 6, 3, 32, 32, requires_grad=True)
+    model(model.backbone.tensor_inputs(clip, ["a", "b"])).score.sum().backward()
+    assert clip.grad is not None and clip.grad.abs().sum() > 0
+
+
+def test_video_model_saves_and_reloads_to_the_same_aspect_scores(tmp_path):
+    model = _video_model()
+    samples = [Sample(prompt="a red ball", video=_clip(tmp_path / f"{i}.mp4", i)) for i in range(3)]
+    before = Scorer(model, device="cpu").forward(samples)
+    save_pretrained(model, tmp_path / "saved")
+    after = load(tmp_path / "saved", device="cpu")
+    torch.testing.assert_close(after.forward(samples).aspects, before.aspects)
+    assert after.model.backbone.sampler.num_frames == 6 and after.aspects == ASPECTS
+
+
+def test_video_collate_names_the_record_of_a_missing_clip(tmp_path):
+    model = _video_model()
+    sample = Sample(
+        prompt="p", video=str(tmp_path / "gone.mp4"), meta={"source": "clips.jsonl", "line": 3, "id": "c3"}
+    )
+    with pytest.raises(FileNotFoundError, match=r"clips\.jsonl:3 \(id c3\) field 'video'.*gone\.mp4"):
+        model.collate([sample])
+
+
+def _edit_model() -> RewardModel:
+    torch.manual_seed(0)
+    return RewardModel(ClipEditBackbone(model_config=TINY), LinearHead()).eval()
+
+
+def _image(seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 255, (40, 48, 3), dtype=np.uint8)
+
+
+def test_edit_collate_encodes_a_shared_source_once():
+    model = _edit_model()
+    source = _image(0)
+    samples = [Sample(prompt="make it blue", source_image=source, image=_image(i)) for i in range(1, 6)]
+    inputs = model.collate(samples)
+    assert inputs["source_pixel_values"].shape[0] == 1 and inputs["source_index"].tolist() == [0] * 5
+    assert inputs["input_ids"].shape[0] == 1
+    assert inputs["pixel_values"].shape[0] == 10  # 5 edits, then their 5 change images
+
+
+def test_edit_no_op_has_a_blank_change_image():
+    model = _edit_model()
+    source = _image(0)
+    inputs = model.collate([Sample(prompt="x", source_image=source, image=source.copy())])
+    change = inputs["pixel_values"][1]  # (3, H, W), normalised per channel
+    assert change.flatten(1).std(1).max() < 1e-5  # mid-grey everywhere: nothing changed
+
+
+def test_edit_scores_match_one_by_one_and_batched():
+    model = _edit_model()
+    source = _image(0)
+    samples = [
+        Sample(prompt="remove the red circle", source_image=source, image=_image(i)) for i in range(1, 5)
+    ]
+    with torch.no_grad():
+        batched = model(model.collate(samples)).score
+        single = torch.cat([model(model.collate([s])).score for s in samples])
+    torch.testing.assert_close(batched, single, rtol=1e-4, atol=1e-4)
+
+
+def test_edit_sample_without_source_names_the_field():
+    model = _edit_model()
+    with pytest.raises(ValueError, match="source_image"):
+        model.collate([Sample(prompt="x", image=_image(1), meta={"source": "edits.jsonl", "line": 9})])

@@ -1,0 +1,129 @@
+"""The quick-start video and edit models learn: held-out accuracy per aspect, the frame-shuffle
+control, Spearman on graded edits, and reloads that reproduce scores.
+
+Each quick start runs once per session through its demo (``mmreward demo --task video|edit``:
+the YAML config, LightningCLI, RewardModule, export, ``mmreward.load``); the tests read its
+metrics.json and the exported model. The two demos together take far longer than the default
+suite's budget on a 2-core CPU, so the module is marked ``slow`` (``pytest -m slow``).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from mmreward.data.records import read_records
+from mmreward.demos import DEMOS
+from mmreward.scoring import load
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def video_demo(tmp_path_factory) -> tuple[Path, dict]:
+    from integrations.demos.video import run
+
+    out = tmp_path_factory.mktemp("video-demo")
+    return out, run(out)
+
+
+@pytest.fixture(scope="module")
+def edit_demo(tmp_path_factory) -> tuple[Path, dict]:
+    from integrations.demos.edit import run
+
+    out = tmp_path_factory.mktemp("edit-demo")
+    return out, run(out)
+
+
+UNMET = "issue-4 claim not met yet by the fast route (measured 2026-11-26: {}); see the helper's report"
+
+
+@pytest.mark.parametrize(
+    "aspect",
+    [
+        "quality",
+        pytest.param(
+            "alignment", marks=pytest.mark.xfail(strict=True, reason=UNMET.format("alignment 0.61"))
+        ),
+        "physics",
+    ],
+)
+def test_quickstart_video_ranks_heldout_pairs_per_aspect(video_demo, aspect):
+    _, metrics = video_demo
+    assert metrics["heldout_accuracy"][aspect] >= 0.85, metrics["heldout_accuracy"]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason=UNMET.format("physics 0.92 ordered vs 0.91 shuffled: the faults show in the frame set"),
+)
+def test_physics_aspect_uses_frame_order(video_demo):
+    _, metrics = video_demo
+    ordered, shuffled = metrics["heldout_accuracy"]["physics"], metrics["shuffled_frames_accuracy"]["physics"]
+    assert ordered - shuffled >= 0.15, (ordered, shuffled)
+    # quality (blur, noise) is visible in single frames: shuffling must cost it far less
+    assert metrics["shuffled_frames_accuracy"]["quality"] >= metrics["heldout_accuracy"]["quality"] - 0.15
+
+
+def test_video_aspect_scores_correlate_with_heldout_ratings(video_demo):
+    _, metrics = video_demo
+    for aspect in ("quality", "physics"):  # alignment: see the xfail above
+        assert metrics["heldout_correlations"][aspect]["spearman"] >= 0.5, metrics["heldout_correlations"]
+
+
+def test_video_demo_writes_metrics_and_a_report_with_frames(video_demo):
+    out, metrics = video_demo
+    saved = json.loads((out / "metrics.json").read_text())
+    assert saved["heldout_accuracy"] == pytest.approx(metrics["heldout_accuracy"])
+    report = (out / "report.html").read_text()
+    assert report.count("data:image/png;base64") >= 12 and "physics" in report
+    assert DEMOS["video"] == "integrations.demos.video.run"
+
+
+def _checkpoint(run: Path) -> Path:
+    found = sorted(run.rglob("*.ckpt"))
+    assert found, f"no Lightning checkpoint under {run}"
+    return found[-1]
+
+
+def test_video_model_reload_reproduces_scores(video_demo):
+    out, _ = video_demo
+    samples = [r.sample for r in read_records(out / "run" / "data" / "test_ratings.jsonl")[:16]]
+    exported = load(out / "run" / "model", device="cpu").forward(samples)
+    trained = load(_checkpoint(out / "run"), device="cpu").forward(
+        samples
+    )  # the weights as training left them
+    torch.testing.assert_close(exported.aspects, trained.aspects)
+    assert exported.aspects.std(0).min() > 0  # scores vary across clips: not a constant model
+
+
+@pytest.mark.xfail(strict=True, reason=UNMET.format("Spearman 0.59"))
+def test_quickstart_edit_scorer_tracks_graded_edits(edit_demo):
+    _, metrics = edit_demo
+    assert metrics["heldout_correlations"]["spearman"] >= 0.7, metrics["heldout_correlations"]
+
+
+@pytest.mark.parametrize(
+    "other",
+    [
+        "no_op",
+        pytest.param("wrong_object", marks=pytest.mark.xfail(strict=True, reason=UNMET.format("0.57"))),
+    ],
+)
+def test_edit_scorer_prefers_the_correct_edit(edit_demo, other):
+    _, metrics = edit_demo
+    assert metrics["correct_beats"][other] >= 0.9, metrics["correct_beats"]
+
+
+def test_edit_demo_report_and_reload(edit_demo):
+    out, metrics = edit_demo
+    assert json.loads((out / "metrics.json").read_text())["heldout_sources"] == metrics["heldout_sources"]
+    assert "source and candidates" in (out / "report.html").read_text()
+    samples = [r.sample for r in read_records(out / "run" / "data" / "test_ratings.jsonl")[:10]]
+    exported = load(out / "run" / "model", device="cpu").forward(samples).score
+    trained = load(_checkpoint(out / "run"), device="cpu").forward(samples).score
+    torch.testing.assert_close(exported, trained)
+    assert DEMOS["edit"] == "integrations.demos.edit.run"
