@@ -1,10 +1,16 @@
-"""The demos behind ``mmreward demo --task NAME``: one explicit dict of import paths.
+"""The demos behind ``mmreward demo --task NAME``: one explicit dict of import paths, and the
+fit-then-load step they share.
 
 Each entry is a function ``run(output: Path) -> dict`` that runs the task's main job on its
 embedded default, writes ``output/metrics.json`` and ``output/report.html``, and returns the metrics.
 """
 
 from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 DEMOS: dict[str, str] = {
     "t2i": "mmreward.demo_t2i.run",
@@ -13,3 +19,34 @@ DEMOS: dict[str, str] = {
     "judge": "judges.demo.run",
     "cloth": "integrations.robotics.demo.run",
 }
+
+
+@dataclass
+class QuickstartRun:
+    """A fitted quick start: the reloaded scorer, the run folder and the training wall time."""
+
+    scorer: Any
+    run_dir: Path
+    train_seconds: float
+
+
+def fit_quickstart(config: Path, output: Path, extra_args: tuple[str, ...] = ()) -> QuickstartRun:
+    """``mmreward fit --config CONFIG`` into ``output/run``, then ``mmreward.load`` the exported model.
+
+    Args:
+        config: The quick-start config.
+        output: The demo folder; the run goes to ``output/run`` (its synthetic data to ``run/data``).
+        extra_args: More LightningCLI flags (e.g. ``--trainer.max_steps=50``).
+    """
+    from mmreward.cli import run_lightning
+    from mmreward.scoring import load
+
+    if not Path(config).is_file():
+        raise FileNotFoundError(
+            f"The quick-start config {str(config)!r} is missing; run the demo from a clone of the repository."
+        )
+    run_dir = Path(output) / "run"
+    started = time.perf_counter()
+    run_lightning(["fit", "--config", str(config), "--trainer.default_root_dir", str(run_dir), *extra_args])
+    train_seconds = time.perf_counter() - started
+    return QuickstartRun(load(run_dir / "model"), run_dir, round(train_seconds, 1))

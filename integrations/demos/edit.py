@@ -9,7 +9,6 @@ other kind of candidate, and how often the top-scored candidate is the correct e
 from __future__ import annotations
 
 import html
-import time
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from mmreward.data.records import read_records
+from mmreward.demos import fit_quickstart
 from mmreward.metrics import correlations
 from mmreward.report import figure, metrics_table, write_html, write_metrics
 from mmreward.types import Rating
@@ -63,21 +63,11 @@ def run(output: Path, config: Path = CONFIG, extra_args: tuple[str, ...] = ()) -
         config: The quick-start config.
         extra_args: More LightningCLI flags (e.g. ``--trainer.max_steps=50``).
     """
-    from mmreward.cli import run_lightning
-    from mmreward.scoring import load
-
-    if not Path(config).is_file():
-        raise FileNotFoundError(
-            f"The quick-start config {str(config)!r} is missing; run the demo from a clone of the repository."
-        )
-    output, run_dir = Path(output), Path(output) / "run"
-    started = time.perf_counter()
-    run_lightning(["fit", "--config", str(config), "--trainer.default_root_dir", str(run_dir), *extra_args])
-    train_seconds = time.perf_counter() - started
-    scorer = load(run_dir / "model")
+    fitted = fit_quickstart(config, output, extra_args)
+    output, run_dir, scorer, train_seconds = Path(output), fitted.run_dir, fitted.scorer, fitted.train_seconds
     ratings = [r for r in read_records(run_dir / "data" / "test_ratings.jsonl") if isinstance(r, Rating)]
     metrics = evaluate_edits(scorer, ratings)
-    metrics.update(train_seconds=round(train_seconds, 1), model_dir=str(run_dir / "model"))
+    metrics.update(train_seconds=train_seconds, model_dir=str(run_dir / "model"))
     write_metrics(output / "metrics.json", metrics)
     write_report(output / "report.html", scorer, metrics, ratings)
     spearman = metrics["heldout_correlations"]["spearman"]
