@@ -21,7 +21,7 @@ from mmreward.metrics import correlations
 from mmreward.report import figure, metrics_table, write_html, write_metrics
 from mmreward.types import Rating
 
-CONFIG = Path(__file__).resolve().parents[1] / "configs" / "quickstart" / "edit.yaml"
+CONFIG = Path(__file__).resolve().parents[2] / "configs" / "quickstart" / "edit.yaml"
 
 
 def _kind(rating: Rating) -> str:

@@ -23,7 +23,7 @@ from mmreward.metrics import correlations, pairwise_accuracy
 from mmreward.report import figure, metrics_table, write_html, write_metrics
 from mmreward.types import Preference, Rating, Sample
 
-CONFIG = Path(__file__).resolve().parents[1] / "configs" / "quickstart" / "video.yaml"
+CONFIG = Path(__file__).resolve().parents[2] / "configs" / "quickstart" / "video.yaml"
 
 
 def aspect_pair_accuracy(scorer: Any, pairs: list[Preference], transform: Any = None) -> dict[str, float]:
