@@ -56,3 +56,20 @@ def test_saved_folder_records_a_revision_and_reloads_without_the_hub(tmp_path: P
     loaded = mr.load(tmp_path / "m", device="cpu")
     assert loaded.provenance()["model"] == "colours"
     assert len(loaded.provenance()["revision"]) == 12
+
+
+def test_every_demo_task_names_a_function_that_exists():
+    from mmreward.configurable import import_path
+    from mmreward.demos import DEMOS
+
+    assert {"t2i", "video", "edit", "judge", "cloth"} <= set(DEMOS)
+    for task, path in DEMOS.items():
+        assert callable(import_path(path)), task
+
+
+def test_unknown_demo_task_gets_a_close_match(capsys):
+    from mmreward.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["demo", "--task", "clth"])
+    assert "Did you mean 'cloth'" in capsys.readouterr().err
