@@ -38,6 +38,7 @@ from mmreward.data.synthetic.scenes import (
     light_background,
     render,
 )
+from mmreward.data.synthetic.writing import SPLIT_STREAMS, write_once
 
 EditKind = Literal["recolor", "remove", "add", "move", "resize"]
 EDIT_KINDS: tuple[str, ...] = ("recolor", "remove", "add", "move", "resize")
@@ -55,7 +56,6 @@ MOVES: dict[str, tuple[float, float]] = {
     "up": (0.0, -0.3),
     "down": (0.0, 0.3),
 }
-SPLIT_STREAMS = {"train": 0, "val": 1, "test": 2}
 FORMAT_VERSION = 1
 
 
@@ -265,21 +265,10 @@ class EditWorld(Configurable):
         root = Path(root)
         config = {**to_config(self), "format": FORMAT_VERSION}
         config["init_args"].pop("records")  # both kinds are written: the choice does not change the files
-        paths = {split: root / f"{split}.jsonl" for split in SPLIT_STREAMS}
-        ratings = {split: root / f"{split}_ratings.jsonl" for split in SPLIT_STREAMS}
-        chosen = paths if self.records == "pairs" else ratings
-        marker = root / "world.json"
-        if (
-            marker.is_file()
-            and json.loads(marker.read_text()) == config
-            and all(p.is_file() for p in paths.values())
-        ):
-            return chosen
-        marker.unlink(missing_ok=True)  # a half-written world must not pass for a finished one
-        for split, path in paths.items():
-            self._write_split(root, split, path)
-        marker.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
-        return chosen
+        paths = write_once(root, config, self._write_split)
+        if self.records == "pairs":
+            return paths
+        return {split: root / f"{split}_ratings.jsonl" for split in paths}
 
     def _write_split(self, root: Path, split: str, path: Path) -> None:
         image_dir = root / "images" / split

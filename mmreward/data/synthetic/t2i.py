@@ -38,6 +38,7 @@ from mmreward.data.synthetic.t2i_grammar import (
     sample_prompt,
     to_scene,
 )
+from mmreward.data.synthetic.writing import SPLIT_STREAMS, write_once
 
 __all__ = [
     "ALIGNMENT_CORRUPTIONS",
@@ -156,8 +157,6 @@ def make_candidates(
 
 # -- the world ------------------------------------------------------------------------------------
 
-SPLIT_STREAMS = {"train": 0, "val": 1, "test": 2}
-"""Each split draws from its own seed stream, so held-out prompts and scenes never reach training."""
 
 FORMAT_VERSION = 1
 
@@ -229,21 +228,7 @@ class T2IWorld(Configurable):
         Returns:
             ``{"train": root/train.jsonl, "val": ..., "test": ...}``.
         """
-        root = Path(root)
-        config = {**to_config(self), "format": FORMAT_VERSION}
-        paths = {split: root / f"{split}.jsonl" for split in SPLIT_STREAMS}
-        marker = root / "world.json"
-        if (
-            marker.is_file()
-            and json.loads(marker.read_text()) == config
-            and all(p.is_file() for p in paths.values())
-        ):
-            return paths
-        marker.unlink(missing_ok=True)  # a half-written world must not pass for a finished one
-        for split, path in paths.items():
-            self._write_split(root, split, path)
-        marker.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
-        return paths
+        return write_once(Path(root), {**to_config(self), "format": FORMAT_VERSION}, self._write_split)
 
     def prompt_candidates(self, split: str, index: int) -> tuple[PromptSpec, list[Candidate]]:
         """The prompt and candidates of record ``index`` of ``split``, as ``write`` makes them."""

@@ -28,6 +28,7 @@ from PIL import Image
 
 from mmreward.configurable import Configurable, to_config
 from mmreward.data.synthetic.scenes import PALETTE, Scene, SceneObject, blur, light_background, noise, render
+from mmreward.data.synthetic.writing import SPLIT_STREAMS, write_once
 from mmreward.optional import require
 
 Direction = Literal["right", "left", "down", "up"]
@@ -43,7 +44,6 @@ PATHS: dict[str, str] = {"right": "rightwards", "left": "leftwards", "down": "do
 vs "from right to left"): a small text tower that pools one token tells those apart only after long
 training, and the world is about video, not word order."""
 OPPOSITE: dict[str, str] = {"right": "left", "left": "right", "down": "up", "up": "down"}
-SPLIT_STREAMS = {"train": 0, "val": 1, "test": 2}
 FORMAT_VERSION = 1
 
 
@@ -289,21 +289,10 @@ class VideoWorld(Configurable):
         root = Path(root)
         config = {**to_config(self), "format": FORMAT_VERSION}
         config["init_args"].pop("records")  # both kinds are written: the choice does not change the files
-        paths = {split: root / f"{split}.jsonl" for split in SPLIT_STREAMS}
-        ratings = {split: root / f"{split}_ratings.jsonl" for split in SPLIT_STREAMS}
-        chosen = paths if self.records == "pairs" else ratings
-        marker = root / "world.json"
-        if (
-            marker.is_file()
-            and json.loads(marker.read_text()) == config
-            and all(p.is_file() for p in paths.values())
-        ):
-            return chosen
-        marker.unlink(missing_ok=True)  # a half-written world must not pass for a finished one
-        for split, path in paths.items():
-            self._write_split(root, split, path)
-        marker.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
-        return chosen
+        paths = write_once(root, config, self._write_split)
+        if self.records == "pairs":
+            return paths
+        return {split: root / f"{split}_ratings.jsonl" for split in paths}
 
     def _write_split(self, root: Path, split: str, path: Path) -> None:
         video_dir = root / "videos" / split

@@ -1,0 +1,39 @@
+"""Writing a synthetic world once: shared by the text-to-image, edit and video worlds."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+SPLIT_STREAMS = {"train": 0, "val": 1, "test": 2}
+"""Each split draws from its own seed stream, so held-out prompts and scenes never reach training."""
+
+
+def write_once(
+    root: Path, config: dict[str, Any], write_split: Callable[[Path, str, Path], None]
+) -> dict[str, Path]:
+    """Write ``root/<split>.jsonl`` for every split, unless ``root/world.json`` already records ``config``.
+
+    Args:
+        root: The world's folder.
+        config: What the files depend on (the world's class path and init args, a format version).
+        write_split: ``write_split(root, split, jsonl_path)`` writes one split and its media.
+
+    Returns:
+        ``{"train": root/train.jsonl, "val": ..., "test": ...}``.
+    """
+    paths = {split: root / f"{split}.jsonl" for split in SPLIT_STREAMS}
+    marker = root / "world.json"
+    if (
+        marker.is_file()
+        and json.loads(marker.read_text()) == config
+        and all(p.is_file() for p in paths.values())
+    ):
+        return paths
+    marker.unlink(missing_ok=True)  # a half-written world must not pass for a finished one
+    for split, path in paths.items():
+        write_split(root, split, path)
+    marker.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    return paths
