@@ -38,7 +38,7 @@ from mmreward.data.synthetic.scenes import (
     light_background,
     render,
 )
-from mmreward.data.synthetic.writing import SPLIT_STREAMS, write_once
+from mmreward.data.synthetic.writing import SPLIT_STREAMS, split_sizes, write_once
 
 EditKind = Literal["recolor", "remove", "add", "move", "resize"]
 EDIT_KINDS: tuple[str, ...] = ("recolor", "remove", "add", "move", "resize")
@@ -236,16 +236,9 @@ class EditWorld(Configurable):
         seed: int = 0,
         records: Literal["pairs", "ratings"] = "pairs",
     ) -> None:
-        for name, value in (
-            ("train_sources", train_sources),
-            ("val_sources", val_sources),
-            ("test_sources", test_sources),
-        ):
-            if value < 0:
-                raise ValueError(f"EditWorld {name} must be >= 0; got {value}.")
         if size < 16:
             raise ValueError(f"EditWorld size must be at least 16 pixels; got {size}.")
-        self.sizes = {"train": train_sources, "val": val_sources, "test": test_sources}
+        self.sizes = split_sizes("EditWorld", train_sources, val_sources, test_sources)
         self.size, self.seed, self.records = size, seed, records
 
     def source(self, split: str, index: int) -> tuple[Scene, Edit, dict[str, Image.Image]]:
@@ -265,10 +258,7 @@ class EditWorld(Configurable):
         root = Path(root)
         config = {**to_config(self), "format": FORMAT_VERSION}
         config["init_args"].pop("records")  # both kinds are written: the choice does not change the files
-        paths = write_once(root, config, self._write_split)
-        if self.records == "pairs":
-            return paths
-        return {split: root / f"{split}_ratings.jsonl" for split in paths}
+        return write_once(root, config, self._write_split, self.records)
 
     def _write_split(self, root: Path, split: str, path: Path) -> None:
         image_dir = root / "images" / split

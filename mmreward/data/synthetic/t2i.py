@@ -38,7 +38,7 @@ from mmreward.data.synthetic.t2i_grammar import (
     sample_prompt,
     to_scene,
 )
-from mmreward.data.synthetic.writing import SPLIT_STREAMS, write_once
+from mmreward.data.synthetic.writing import SPLIT_STREAMS, split_sizes, write_once
 
 __all__ = [
     "ALIGNMENT_CORRUPTIONS",
@@ -202,20 +202,13 @@ class T2IWorld(Configurable):
         size_fraction: float = 0.5,
         max_count: int = 4,
     ) -> None:
-        for name, value in (
-            ("train_prompts", train_prompts),
-            ("val_prompts", val_prompts),
-            ("test_prompts", test_prompts),
-        ):
-            if value < 0:
-                raise ValueError(f"T2IWorld {name} must be >= 0; got {value}.")
         if pairs_per_prompt < 1:
             raise ValueError(f"T2IWorld pairs_per_prompt must be >= 1; got {pairs_per_prompt}.")
         if not 1 <= max_count <= 4:
             raise ValueError(f"T2IWorld max_count must be between 1 and 4; got {max_count}.")
         if image_size < 16:
             raise ValueError(f"T2IWorld image_size must be at least 16 pixels; got {image_size}.")
-        self.sizes = {"train": train_prompts, "val": val_prompts, "test": test_prompts}
+        self.sizes = split_sizes("T2IWorld", train_prompts, val_prompts, test_prompts)
         self.pairs_per_prompt, self.image_size, self.seed = pairs_per_prompt, image_size, seed
         self.quality_pairs = quality_pairs
         self.grammar = Grammar(

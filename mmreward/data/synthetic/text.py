@@ -17,6 +17,7 @@ import numpy as np
 
 from mmreward.configurable import Configurable
 from mmreward.data.records import write_jsonl
+from mmreward.data.synthetic.writing import split_sizes
 
 _WORD_TEXT = (
     "red green blue yellow purple orange black white pink brown circle square triangle star cat dog "
@@ -48,9 +49,7 @@ class EchoWorld(Configurable):
         two_word_fraction: float = 0.5,
         seed: int = 0,
     ) -> None:
-        self.sizes = {"train": train_pairs, "val": val_pairs, "test": test_pairs}
-        if min(self.sizes.values()) < 0:
-            raise ValueError(f"EchoWorld split sizes must be >= 0; got {self.sizes}.")
+        self.sizes = split_sizes("EchoWorld", train_pairs, val_pairs, test_pairs)
         self.words = list(words or DEFAULT_WORDS)
         if len(set(self.words)) < 3:
             raise ValueError(f"EchoWorld needs at least 3 distinct words; got {self.words!r}.")

@@ -28,7 +28,7 @@ from PIL import Image
 
 from mmreward.configurable import Configurable, to_config
 from mmreward.data.synthetic.scenes import PALETTE, Scene, SceneObject, blur, light_background, noise, render
-from mmreward.data.synthetic.writing import SPLIT_STREAMS, write_once
+from mmreward.data.synthetic.writing import SPLIT_STREAMS, split_sizes, write_once
 from mmreward.optional import require
 
 Direction = Literal["right", "left", "down", "up"]
@@ -261,7 +261,7 @@ class VideoWorld(Configurable):
             raise ValueError(f"VideoWorld frames must be >= 4 so a clip has a middle; got {frames}.")
         if size < 16 or size % 2:
             raise ValueError(f"VideoWorld size must be even and >= 16 (H.264, yuv420p); got {size}.")
-        self.sizes = {"train": train_prompts, "val": val_prompts, "test": test_prompts}
+        self.sizes = split_sizes("VideoWorld", train_prompts, val_prompts, test_prompts)
         self.clips_per_prompt, self.frames, self.size, self.fps = clips_per_prompt, frames, size, fps
         self.fault_rate, self.seed, self.records = fault_rate, seed, records
 
@@ -289,10 +289,7 @@ class VideoWorld(Configurable):
         root = Path(root)
         config = {**to_config(self), "format": FORMAT_VERSION}
         config["init_args"].pop("records")  # both kinds are written: the choice does not change the files
-        paths = write_once(root, config, self._write_split)
-        if self.records == "pairs":
-            return paths
-        return {split: root / f"{split}_ratings.jsonl" for split in paths}
+        return write_once(root, config, self._write_split, self.records)
 
     def _write_split(self, root: Path, split: str, path: Path) -> None:
         video_dir = root / "videos" / split
