@@ -30,8 +30,12 @@ def test_clean_clip_moves_the_named_way_and_faults_bend_physics():
     assert xs == sorted(xs) and xs[-1] - xs[0] > 0.5
     up = trajectory("up", 8, np.random.default_rng(0))
     assert up[0][1] > up[-1][1]  # starts low, ends high
-    teleport = trajectory("right", 8, np.random.default_rng(0), ("teleport", 1.0))
-    assert abs(teleport[4][1] - teleport[3][1]) == pytest.approx(0.4)
+    for severity, backwards in ((0.5, 3), (1.0, 5)):  # the clean path's positions, out of order
+        teleport = trajectory("right", 8, np.random.default_rng(0), ("teleport", severity))
+        assert sorted(teleport) == sorted(clean) and teleport != clean
+        assert teleport[0] == clean[0] and teleport[-1] == clean[-1]
+        steps = np.diff([p[0] for p in teleport]) / (xs[1] - xs[0])
+        assert steps.min() == pytest.approx(-backwards)  # it jumps back to the part it skipped
     vanish = trajectory("right", 8, np.random.default_rng(0), ("vanish", 1.0))
     assert vanish[:4] == clean[:4] and all(p is None for p in vanish[4:])
     speed = trajectory("right", 8, np.random.default_rng(0), ("speed", 1.0))

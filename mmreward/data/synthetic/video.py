@@ -7,12 +7,15 @@ yuv420p). A clip may carry a fault in any of three aspects, each graded (severit
 - ``quality`` (visual quality): ``blur``, ``noise`` or ``flicker`` (brightness jumping between frames);
 - ``alignment`` (text-to-video alignment): the wrong ``color``, ``direction`` or ``object`` (shape);
   severity 1 gets two of them wrong;
-- ``physics`` (physical/common-sense consistency): ``teleport`` (a sideways jump mid-clip),
-  ``vanish`` (the object is gone for some frames) or ``speed`` (the speed jumps mid-clip).
+- ``physics`` (physical/common-sense consistency): ``teleport`` (the object jumps along its path
+  and back: a smooth path's positions, visited out of order), ``vanish`` (the object is gone for
+  some frames) or ``speed`` (the speed jumps mid-clip).
 
 These are the three aspects VideoScore2 (He et al., 2025) rates. The rating of an aspect is
-``1 - severity``; the overall score is their mean. Only ``physics`` faults need the frame order to
-be seen: shuffle a clean clip's frames and it teleports.
+``1 - severity``; the overall score is their mean. A teleporting clip has exactly the frames of a
+clean one, in another order, and a wrong direction is a clean clip played backwards: a model must
+read the frame order to see either (shuffle a clean clip's frames and it teleports). Blur, noise,
+colour and shape show in any single frame.
 """
 
 from __future__ import annotations
@@ -44,7 +47,7 @@ PATHS: dict[str, str] = {"right": "rightwards", "left": "leftwards", "down": "do
 vs "from right to left"): a small text tower that pools one token tells those apart only after long
 training, and the world is about video, not word order."""
 OPPOSITE: dict[str, str] = {"right": "left", "left": "right", "down": "up", "up": "down"}
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: teleport visits the path out of order
 
 
 @dataclass(frozen=True)
@@ -111,8 +114,9 @@ def trajectory(
     """Object centres per frame (None: not visible), moving across in ``direction``.
 
     A ``physics`` fault bends the path: ``speed`` covers ``0.25`` (severity 0.5) or ``0.08``
-    (severity 1) of the way in the first half; ``teleport`` jumps sideways by ``0.2``/``0.4`` of the
-    frame at the middle; ``vanish`` hides the object for 2 middle frames or the whole second half.
+    (severity 1) of the way in the first half; ``teleport`` visits the clean path's positions out of
+    order (``teleport_order``: the object jumps ahead along its path, then back to the skipped part);
+    ``vanish`` hides the object for 2 middle frames or the whole second half.
     """
     margin, half = 0.2, frames // 2
     progress = np.linspace(0.0, 1.0, frames)
@@ -122,13 +126,12 @@ def trajectory(
         progress = np.concatenate(
             [np.linspace(0, first, half, endpoint=False), np.linspace(first, 1.0, frames - half)]
         )
+    if kind == "teleport":
+        progress = progress[teleport_order(frames, severity)]
     along = margin + (1 - 2 * margin) * progress
     if direction in ("left", "up"):
         along = 1.0 - along
     side = np.full(frames, rng.uniform(0.3, 0.7))
-    if kind == "teleport":
-        jump = 0.2 if severity < 1 else 0.4
-        side[half:] += jump if side[0] < 0.5 else -jump
     points: list[tuple[float, float] | None] = [
         (float(a), float(s)) if direction in ("right", "left") else (float(s), float(a))
         for a, s in zip(along, side)
@@ -138,6 +141,19 @@ def trajectory(
         for t in hidden:
             points[t] = None
     return points
+
+
+def teleport_order(frames: int, severity: float) -> np.ndarray:
+    """The order in which a teleporting object visits a smooth path's ``frames`` positions.
+
+    A middle block of the path is rotated by half its length: the object jumps ahead, runs on, jumps
+    back to the part it skipped, then jumps ahead again. The first and last positions stay, so the
+    clip starts and ends where a clean one does. Severity 0.5 rotates the middle half (8 frames:
+    ``0 1 4 5 2 3 6 7``), severity 1 everything but the ends (``0 4 5 6 1 2 3 7``: longer jumps).
+    """
+    lo, hi = (frames // 4, frames - frames // 4) if severity < 1 else (1, frames - 1)
+    block = np.arange(lo, hi)
+    return np.concatenate([np.arange(lo), np.roll(block, -(len(block) // 2)), np.arange(hi, frames)])
 
 
 def render_clip(
