@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from mmreward.data.formats_video import convert_file, load_raw, merge_aspect_ratings, videofeedback
-from mmreward.data.records import read_records
+from mmreward.data.formats_video import convert_file, merge_aspect_ratings, videofeedback
+from mmreward.data.records import iter_raw, read_records
 from mmreward.types import Preference, Rating
 
 FIXTURES = Path(__file__).parent / "fixtures" / "video"
@@ -118,5 +118,27 @@ def test_unknown_format_suggests_the_close_name():
 
 
 def test_keyed_json_keeps_keys_as_ids():
-    raw = load_raw(FIXTURES / "t2vscore_quality_head30.json")
+    raw = [record for _, record in iter_raw(FIXTURES / "t2vscore_quality_head30.json")]
     assert [r["id"] for r in raw[:3]] == ["0", "1", "2"]
+
+
+@pytest.mark.parametrize(
+    ("source", "fmt"),
+    [("genai_image_head20.json", "genai-bench-image"), ("videoalign_example.csv", "videoalign")],
+)
+def test_read_records_takes_the_files_as_they_ship(tmp_path, source, fmt):
+    """A GenAI-Bench file (a JSON object keyed by id) and a VideoAlign CSV read without conversion."""
+    direct = read_records(FIXTURES / source, field_map=fmt, check_media=False)
+    converted = _read(tmp_path, source, fmt)
+    assert direct and [r.id for r in direct] == [r.id for r in converted]
+
+    def key(r):  # media paths differ: each resolves against its own file's folder
+        sample = r.sample if isinstance(r, Rating) else r.chosen
+        return (
+            sample.prompt,
+            getattr(r, "score", None),
+            getattr(r, "label", None),
+            r.aspects if isinstance(r, Preference) else r.scores,
+        )
+
+    assert [key(r) for r in direct] == [key(r) for r in converted]

@@ -6,8 +6,8 @@ model). Media are not shipped with these benchmarks; the converters write the pa
 loaders use, relative to the data file, so a folder laid out like the benchmark's release reads
 as is (``read_records(..., check_media=False)`` parses the records without the media).
 
-``convert_file`` turns a whole file into canonical JSONL, including the layouts ``read_records``
-does not read itself: a JSON object keyed by record id (GenAI-Bench) and CSV (VideoAlign).
+``read_records(path, format=...)`` reads these files as they ship, including a JSON object keyed by
+record id (GenAI-Bench) and CSV (VideoAlign); ``convert_file`` writes a whole file as canonical JSONL.
 
 Formats (``VIDEO_FORMATS``):
     ``genai-bench-image``, ``genai-bench-video``: GenAI-Bench (Li et al., 2024) human 1-5 ratings
@@ -20,13 +20,11 @@ Formats (``VIDEO_FORMATS``):
 
 from __future__ import annotations
 
-import csv
-import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from mmreward.data.records import write_jsonl
+from mmreward.data.records import iter_raw, write_jsonl
 
 Converter = Callable[[dict[str, Any]], list[dict[str, Any]]]
 
@@ -201,27 +199,6 @@ VIDEO_FORMATS: dict[str, Converter] = {
 }
 
 
-def load_raw(path: str | Path) -> list[dict[str, Any]]:
-    """Raw records of a ``.json`` (a list, or an object keyed by id), ``.jsonl`` or ``.csv`` file."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"Data file {str(path)!r} does not exist.")
-    suffix = path.suffix.lower()
-    if suffix == ".csv":
-        with path.open(newline="") as handle:
-            return [{"id": i, **row} for i, row in enumerate(csv.DictReader(handle))]
-    if suffix == ".jsonl":
-        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    data = json.loads(path.read_text())
-    if isinstance(data, dict):  # keyed by id (GenAI-Bench): keep the key as the id
-        return [{"id": key, **value} if "id" not in value else value for key, value in data.items()]
-    if isinstance(data, list):
-        return data
-    raise ValueError(
-        f"{path}: expected a list of records or an object keyed by id; got a {type(data).__name__}."
-    )
-
-
 def convert_file(path: str | Path, format: str, output: str | Path | None = None) -> list[dict[str, Any]]:
     """Convert every record of a public-format file; write canonical JSONL to ``output`` if given.
 
@@ -238,7 +215,7 @@ def convert_file(path: str | Path, format: str, output: str | Path | None = None
         hint = f" Did you mean {close[0]!r}?" if close else ""
         raise ValueError(f"Unknown format {format!r}.{hint} Available: {', '.join(sorted(VIDEO_FORMATS))}.")
     convert, records = VIDEO_FORMATS[format], []
-    for line, raw in enumerate(load_raw(path), start=1):
+    for line, raw in iter_raw(path):
         try:
             records.extend(convert(raw))
         except (KeyError, ValueError, TypeError) as err:

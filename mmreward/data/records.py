@@ -7,6 +7,7 @@ run fails before training starts rather than an hour in.
 
 from __future__ import annotations
 
+import csv
 import difflib
 import json
 import logging
@@ -30,7 +31,13 @@ class RecordError(ValueError):
 
 
 def iter_raw(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    """Yield ``(line number, raw dict)`` from a ``.jsonl``, ``.json`` (array) or ``.parquet`` file."""
+    """Yield ``(line number, raw dict)`` from a data file, whatever its layout.
+
+    Reads ``.jsonl``, ``.json`` (a list of records, or an object keyed by record id as GenAI-Bench
+    ships: the key becomes ``id`` unless the record has one), ``.csv`` (a header row; the row
+    number becomes ``id`` unless a column has that name, as in VideoAlign) and ``.parquet``.
+    "Line numbers" count records for the layouts without lines (JSON, CSV rows, Parquet rows).
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"Data file {str(path)!r} does not exist.")
@@ -40,11 +47,18 @@ def iter_raw(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
 
         table = require("pyarrow.parquet", "parquet").read_table(path)
         yield from enumerate(table.to_pylist(), start=1)
+    elif suffix == ".csv":
+        with path.open(newline="") as handle:
+            for number, row in enumerate(csv.DictReader(handle), start=1):
+                yield number, {"id": number - 1, **row} if "id" not in row else row
     elif suffix == ".json":
         data = json.loads(path.read_text())
+        if isinstance(data, dict):  # keyed by id (GenAI-Bench): keep the key as the id
+            data = [value if "id" in value else {"id": key, **value} for key, value in data.items()]
         if not isinstance(data, list):
             raise RecordError(
-                f"{path}: a .json data file must hold a list of records; got a {type(data).__name__}."
+                f"{path}: a .json data file must hold a list of records or an object keyed by id; "
+                f"got a {type(data).__name__}."
             )
         yield from enumerate(data, start=1)
     else:
@@ -251,7 +265,8 @@ def read_records(
     """Read every record of a data file.
 
     Args:
-        path: A ``.jsonl``, ``.json`` (array) or ``.parquet`` file in the canonical schema (DESIGN.md).
+        path: A ``.jsonl``, ``.json``, ``.csv`` or ``.parquet`` file (layouts: ``iter_raw``) in the
+            canonical schema (DESIGN.md), or in a public format that ``field_map`` names.
         field_map: Renames ``{canonical: source}`` (dotted), or the name of a public format in
             ``mmreward.data.formats.FORMATS``.
         skip_bad: Log and skip records that do not parse, instead of raising on the first.
