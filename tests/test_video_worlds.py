@@ -9,7 +9,7 @@ import pytest
 
 from mmreward.data.records import read_records
 from mmreward.data.synthetic.edit import CANDIDATE_SCORES, EditWorld, apply_edit, sample_edit, source_scene
-from mmreward.data.synthetic.scenes import render
+from mmreward.data.synthetic.scenes import Scene, SceneObject, render
 from mmreward.data.synthetic.video import ASPECTS, Motion, VideoWorld, degrade_clip, make_clip, trajectory
 from mmreward.types import Preference, Rating
 from modalities.video import FrameSampler, decode_frames, video_info
@@ -147,6 +147,28 @@ def test_recolour_instruction_changes_only_the_named_object():
     assert after.objects[0].color == edit.color != scene.objects[0].color
     assert after.objects[1:] == scene.objects[1:]
     assert edit.text(scene) == f"make the {scene.objects[0].color} {scene.objects[0].shape} {edit.color}"
+
+
+def test_add_instruction_fits_a_crowded_scene():
+    crowded = [
+        ("triangle", "red", 0.25, 0.67),
+        ("square", "purple", 0.76, 0.65),
+        ("square", "blue", 0.49, 0.26),
+    ]
+    scene = Scene(tuple(SceneObject(shape, color, "large", x, y) for shape, color, x, y in crowded))
+    for seed in range(10):  # no room for another large shape: the added one is small and keeps clear
+        new = sample_edit(scene, np.random.default_rng(seed), kind="add").new
+        assert new.size == "small"
+        assert all(
+            (new.x - o.x) ** 2 + (new.y - o.y) ** 2 >= (new.radius + o.radius) ** 2 for o in scene.objects
+        )
+
+
+def test_edit_world_draws_many_sources():
+    world = EditWorld(train_sources=1500, val_sources=0, test_sources=0, size=16, seed=0)
+    for i in range(1500):  # crowded scenes once raised "No free place"
+        scene, edit, _ = world.source("train", i)
+        assert 2 <= len(scene.objects) <= 3 and edit.text(scene)
 
 
 def test_edit_world_files_have_source_instruction_and_scores(tmp_path):

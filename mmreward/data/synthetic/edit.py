@@ -104,7 +104,15 @@ def source_scene(rng: np.random.Generator) -> Scene:
         if (shape, color) in names:
             continue
         size = str(rng.choice(["small", "large"]))
-        x, y = free_position(rng, SceneObject(shape, color, size, 0.5, 0.5).radius, _taken(objects), gap=0.05)
+        try:
+            x, y = free_position(
+                rng, SceneObject(shape, color, size, 0.5, 0.5).radius, _taken(objects), gap=0.05
+            )
+        except ValueError:  # two large shapes can leave no room for a third large one; a small one fits
+            size = "small"
+            x, y = free_position(
+                rng, SceneObject(shape, color, size, 0.5, 0.5).radius, _taken(objects), gap=0.05
+            )
         objects.append(SceneObject(shape, color, size, x, y))
         names.add((shape, color))
     return Scene(tuple(objects), light_background(rng))
@@ -121,9 +129,14 @@ def sample_edit(
         used = {(o.shape, o.color) for o in scene.objects}
         options = [(s, c) for s in SHAPES for c in PALETTE if (s, c) not in used]
         shape, color = options[int(rng.integers(len(options)))]
-        new = SceneObject(shape, color, "large", 0.5, 0.5)
-        x, y = free_position(rng, new.radius, _taken(scene.objects), gap=0.02)
-        return Edit("add", target, new=new.replace(x=x, y=y))
+        for size in ("large", "small"):  # a crowded scene may have room for a small shape only
+            new = SceneObject(shape, color, size, 0.5, 0.5)
+            try:
+                x, y = free_position(rng, new.radius, _taken(scene.objects), gap=0.02)
+            except ValueError:
+                continue
+            return Edit("add", target, new=new.replace(x=x, y=y))
+        return sample_edit(scene, rng, target, "recolor")  # no room at all: ask for another edit
     if kind == "recolor":
         return Edit(kind, target, color=str(rng.choice([c for c in PALETTE if c != obj.color])))
     if kind == "move":
