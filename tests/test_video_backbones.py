@@ -13,7 +13,7 @@ from mmreward.heads import LinearHead, MultiAspectHead
 from mmreward.models import RewardModel
 from mmreward.scoring import Scorer, load, save_pretrained
 from mmreward.types import Sample
-from modalities.backbones.clip_edit import ClipEditBackbone
+from modalities.backbones.clip_edit import ClipEditBackbone, change_crops
 from modalities.backbones.clip_video import ClipVideoBackbone
 from modalities.video import FrameSampler
 
@@ -103,15 +103,29 @@ def test_edit_collate_encodes_a_shared_source_once():
     inputs = model.collate(samples)
     assert inputs["source_pixel_values"].shape[0] == 1 and inputs["source_index"].tolist() == [0] * 5
     assert inputs["input_ids"].shape[0] == 1
-    assert inputs["pixel_values"].shape[0] == 10  # 5 edits, then their 5 change images
+    assert inputs["pixel_values"].shape[0] == 15  # 5 edits, then their before crops, then their after crops
 
 
-def test_edit_no_op_has_a_blank_change_image():
+def test_edit_no_op_has_blank_change_crops():
     model = _edit_model()
     source = _image(0)
     inputs = model.collate([Sample(prompt="x", source_image=source, image=source.copy())])
-    change = inputs["pixel_values"][1]  # (3, H, W), normalised per channel
-    assert change.flatten(1).std(1).max() < 1e-5  # mid-grey everywhere: nothing changed
+    crops = inputs["pixel_values"][1:]  # (2, 3, H, W), normalised per channel
+    assert crops.flatten(2).std(2).max() < 1e-5  # mid-grey everywhere: nothing changed
+
+
+def test_edit_change_crops_show_only_the_touched_object():
+    source = torch.full((1, 3, 32, 32), 0.9)
+    source[..., 4:10, 4:10] = torch.tensor([0.8, 0.1, 0.1]).view(1, 3, 1, 1)  # a red square, kept
+    source[..., 20:28, 20:28] = torch.tensor([0.1, 0.6, 0.2]).view(1, 3, 1, 1)  # a green square, recoloured
+    edit = source.clone()
+    edit[..., 20:28, 20:28] = torch.tensor([0.1, 0.3, 0.8]).view(1, 3, 1, 1)
+    before, after = change_crops(source, edit)
+    torch.testing.assert_close(before[..., 20:28, 20:28], source[..., 20:28, 20:28])
+    torch.testing.assert_close(after[..., 20:28, 20:28], edit[..., 20:28, 20:28])
+    untouched = torch.ones(32, 32, dtype=torch.bool)
+    untouched[20:28, 20:28] = False
+    assert (before[0][:, untouched] == 0.5).all() and (after[0][:, untouched] == 0.5).all()
 
 
 def test_edit_scores_match_one_by_one_and_batched():

@@ -100,19 +100,12 @@ def test_video_model_reload_reproduces_scores(video_demo):
     assert exported.aspects.std(0).min() > 0  # scores vary across clips: not a constant model
 
 
-@pytest.mark.xfail(strict=True, reason=UNMET.format("Spearman 0.59"))
 def test_quickstart_edit_scorer_tracks_graded_edits(edit_demo):
     _, metrics = edit_demo
     assert metrics["heldout_correlations"]["spearman"] >= 0.7, metrics["heldout_correlations"]
 
 
-@pytest.mark.parametrize(
-    "other",
-    [
-        "no_op",
-        pytest.param("wrong_object", marks=pytest.mark.xfail(strict=True, reason=UNMET.format("0.57"))),
-    ],
-)
+@pytest.mark.parametrize("other", ["no_op", "wrong_object"])
 def test_edit_scorer_prefers_the_correct_edit(edit_demo, other):
     _, metrics = edit_demo
     assert metrics["correct_beats"][other] >= 0.9, metrics["correct_beats"]

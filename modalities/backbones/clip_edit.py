@@ -1,17 +1,22 @@
 """``ClipEditBackbone``: an instruction-guided edit as features of source, edit and instruction.
 
-The fast edit scorer. The feature for the head is built from four unit-norm CLIP embeddings: the
-source image ``s``, the edited image ``e``, the instruction ``t``, and the *change image* ``c``, the
-image tower's view of the pixel difference ``(edit - source) / 2 + 0.5`` (mid-grey where nothing
-changed). A small edit moves a pooled image embedding very little, but it fills the change image,
-so the tower sees where and what changed directly. The head reads ``[e, s, t, e - s, c]`` (scaled by
-``sqrt(D)``) and the products ``c * t`` and ``e * t`` (scaled by ``D``): "did the image change the
-way the text says?" and "does the result match the text?".
+The fast edit scorer. A small edit barely moves a pooled embedding of the whole image, and the
+difference of two such embeddings loses *which* object changed; but an edit judge must check
+exactly that ("the red circle", not the green square). So besides the source ``s``, the edited
+image ``e`` and the instruction ``t``, the image tower sees two *change crops* of each candidate:
+``b``, the source where the pixels changed, and ``a``, the edit there, both mid-grey elsewhere. ``b``
+shows the object that was touched before the edit (its colour and shape, to match against the
+instruction's object words), ``a`` what it became (the new colour, place or size; an added shape).
+A no-op gives two blank crops; an over-edit shows two touched objects; a partial edit a faded one.
+
+The head reads ``[e, s, t, e - s, b, a]`` (unit-norm CLIP embeddings scaled by ``sqrt(D)``) and the
+products ``b * t``, ``a * t`` and ``e * t`` (scaled by ``D``): "is the touched object the one the text
+names?", "did it become what the text asks?" and "does the result match the text?".
 
 Speed: N candidate edits of one source share their prefix. ``collate`` keeps each distinct source
 image and each distinct instruction once (``source_index``/``text_index`` say which one a sample
 uses), and ``forward`` encodes them once: scoring 16 edits of one source runs the image tower on
-33 images (16 edits, 16 change images, 1 source) instead of 48, and the text tower once.
+49 images (16 edits, 32 change crops, 1 source) instead of 64, and the text tower once.
 """
 
 from __future__ import annotations
@@ -25,7 +30,17 @@ from mmreward.types import Sample
 from modalities.backbones.clip import ClipBackbone
 from modalities.image import load_image, normalize, pil_to_tensor, resize_center_crop
 
-EDIT_PARTS = 7  # e, s, t, e - s, c, c*t, e*t
+EDIT_PARTS = 9  # e, s, t, e - s, b, a, b*t, a*t, e*t
+CHANGE_THRESHOLD = 0.1
+"""A pixel counts as changed, fully, once a channel moves by this much (images in [0, 1]); smaller
+moves count in proportion, so anti-aliased edges fade in rather than flicker."""
+
+
+def change_crops(source: torch.Tensor, edit: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The source and the edit where they differ, mid-grey elsewhere: (N, 3, H, W) each, in [0, 1]."""
+    changed = ((edit - source).abs().amax(1, keepdim=True) / CHANGE_THRESHOLD).clamp(max=1)  # (N, 1, H, W)
+    grey = 0.5 * (1 - changed)
+    return changed * source + grey, changed * edit + grey
 
 
 def _media_key(media: Any) -> Any:
@@ -65,8 +80,8 @@ class ClipEditBackbone(ClipBackbone):
         ).clamp(0, 1)
 
     def collate(self, samples: list[Sample]) -> dict[str, torch.Tensor]:
-        """Load each edit and its change image, each distinct source once, and tokenize each distinct
-        instruction once."""
+        """Load each edit and make its change crops, load each distinct source once, and tokenize
+        each distinct instruction once."""
         sources: dict[Any, int] = {}
         source_images, source_index = [], []
         for s in samples:
@@ -82,28 +97,35 @@ class ClipEditBackbone(ClipBackbone):
         index = torch.tensor(source_index, dtype=torch.long)
         source = torch.cat(source_images)  # (S, 3, H, W)
         edit = torch.cat([self._resized(s.image, s, "image") for s in samples])  # (N, 3, H, W)
-        change = (edit - source[index]) * 0.5 + 0.5
+        before, after = change_crops(source[index], edit)
         mean, std = self.image_mean, self.image_std
         return {
-            "pixel_values": normalize(torch.cat([edit, change]), mean, std),  # edits, then change images
+            "pixel_values": normalize(torch.cat([edit, before, after]), mean, std),  # edits, then crops
             "source_pixel_values": normalize(source, mean, std),
             "source_index": index,
             **self.encode_prompts([s.prompt for s in samples]),
         }
 
     def edit_features(
-        self, edit: torch.Tensor, source: torch.Tensor, change: torch.Tensor, text: torch.Tensor
+        self,
+        edit: torch.Tensor,
+        source: torch.Tensor,
+        before: torch.Tensor,
+        after: torch.Tensor,
+        text: torch.Tensor,
     ) -> torch.Tensor:
-        """The head's input from matched (N, D) unit-norm edit, source, change-image and instruction embeddings."""
+        """The head's input from matched (N, D) unit-norm edit, source, change-crop and instruction embeddings."""
         d = self.embed_dim
-        parts = [d**0.5 * edit, d**0.5 * source, d**0.5 * text, d**0.5 * (edit - source), d**0.5 * change]
-        return torch.cat([*parts, d * change * text, d * edit * text], dim=-1)
+        parts = [edit, source, text, edit - source, before, after]
+        products = [before * text, after * text, edit * text]
+        return torch.cat([d**0.5 * p for p in parts] + [d * p for p in products], dim=-1)
 
     def forward(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         n = len(inputs["source_index"])
-        # one tower call for edits, change images and sources: a BatchNorm tower (open_clip's ResNets)
-        # then normalises them with the same statistics in training, as it does in eval
+        # one tower call for edits, crops and sources: a BatchNorm tower (open_clip's ResNets) then
+        # normalises them with the same statistics in training, as it does in eval
         pixels = torch.cat([inputs["pixel_values"], inputs["source_pixel_values"]])
-        edit, change, source = self.encode_image(pixels).split([n, n, len(pixels) - 2 * n])  # (N|N|S, D)
+        edit, before, after, source = self.encode_image(pixels).split([n, n, n, len(pixels) - 3 * n])
         text = self.encode_text(inputs["input_ids"])  # (P, D), P distinct instructions
-        return self.edit_features(edit, source[inputs["source_index"]], change, text[inputs["text_index"]])
+        source, text = source[inputs["source_index"]], text[inputs["text_index"]]  # (N, D) each
+        return self.edit_features(edit, source, before, after, text)
