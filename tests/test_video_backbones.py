@@ -30,9 +30,11 @@ def _clip(path: Path, seed: int) -> str:
     return str(write_mp4(frames, path, fps=6))
 
 
-def _video_model(temporal: str = "transformer") -> RewardModel:
+def _video_model(temporal: str = "transformer", **kwargs) -> RewardModel:
     torch.manual_seed(0)
-    backbone = ClipVideoBackbone(model_config=TINY, sampler=FrameSampler(num_frames=6), temporal=temporal)
+    backbone = ClipVideoBackbone(
+        model_config=TINY, sampler=FrameSampler(num_frames=6), temporal=temporal, **kwargs
+    )
     model = RewardModel(backbone, MultiAspectHead(ASPECTS, hidden_size=16))
     if backbone.pool is not None:  # move off the near-mean-pooling init, as training does
         torch.nn.init.normal_(backbone.pool.out.weight, std=0.5)
@@ -52,8 +54,12 @@ def test_video_collate_decodes_frames_and_shares_prompts(tmp_path):
 def test_mean_pooling_ignores_frame_order_and_the_transformer_does_not():
     clip = torch.rand(1, 6, 3, 32, 32)
     reversed_clip = clip.flip(1)
-    for temporal, should_differ in (("mean", False), ("transformer", True)):
-        model = _video_model(temporal)
+    for temporal, motion, should_differ in (
+        ("mean", False, False),
+        ("transformer", False, True),
+        ("transformer", True, True),
+    ):
+        model = _video_model(temporal, temporal_motion=motion)
         with torch.no_grad():
             a = model.backbone(model.backbone.tensor_inputs(clip, ["a red ball"]))
             b = model.backbone(model.backbone.tensor_inputs(reversed_clip, ["a red ball"]))
@@ -68,8 +74,24 @@ def test_video_scores_are_differentiable_in_the_frames():
     assert clip.grad is not None and clip.grad.abs().sum() > 0
 
 
+def test_word_pooling_is_the_mean_embedding_of_the_prompts_words():
+    torch.manual_seed(0)
+    backbone = ClipVideoBackbone(model_config=TINY, text_pool="words")
+    ids = backbone.tokenizer(["a red ball moves up", "up ball moves a red", "a blue ball moves up"])
+    with torch.no_grad():
+        text = backbone.encode_text(ids)
+        table = backbone.model.token_embedding.weight
+        words = table[ids[0, 1:6]].mean(0) @ backbone.model.text_projection  # 5 words; no start, end, padding
+    torch.testing.assert_close(text[0], torch.nn.functional.normalize(words, dim=-1))
+    torch.testing.assert_close(text[1], text[0])  # a bag of words: the order does not count
+    assert float((text[0] - text[2]).abs().max()) > 1e-3  # one word apart: another embedding
+
+
 def test_video_model_saves_and_reloads_to_the_same_aspect_scores(tmp_path):
-    model = _video_model()
+    model = _video_model(temporal_motion=True, text_pool="words")
+    torch.nn.init.normal_(
+        model.backbone.pool.motion.weight, std=0.5
+    )  # off the identity, as training moves it
     samples = [Sample(prompt="a red ball", video=_clip(tmp_path / f"{i}.mp4", i)) for i in range(3)]
     before = Scorer(model, device="cpu").forward(samples)
     save_pretrained(model, tmp_path / "saved")
@@ -114,18 +136,19 @@ def test_edit_no_op_has_blank_change_crops():
     assert crops.flatten(2).std(2).max() < 1e-5  # mid-grey everywhere: nothing changed
 
 
-def test_edit_change_crops_show_only_the_touched_object():
+def test_edit_change_crops_zoom_in_on_the_touched_object():
     source = torch.full((1, 3, 32, 32), 0.9)
     source[..., 4:10, 4:10] = torch.tensor([0.8, 0.1, 0.1]).view(1, 3, 1, 1)  # a red square, kept
     source[..., 20:28, 20:28] = torch.tensor([0.1, 0.6, 0.2]).view(1, 3, 1, 1)  # a green square, recoloured
     edit = source.clone()
     edit[..., 20:28, 20:28] = torch.tensor([0.1, 0.3, 0.8]).view(1, 3, 1, 1)
     before, after = change_crops(source, edit)
-    torch.testing.assert_close(before[..., 20:28, 20:28], source[..., 20:28, 20:28])
-    torch.testing.assert_close(after[..., 20:28, 20:28], edit[..., 20:28, 20:28])
-    untouched = torch.ones(32, 32, dtype=torch.bool)
-    untouched[20:28, 20:28] = False
-    assert (before[0][:, untouched] == 0.5).all() and (after[0][:, untouched] == 0.5).all()
+    # the 8-pixel square fills the middle of the crops: green before, blue after
+    torch.testing.assert_close(before[0, :, 8:24, 8:24], source[0, :, 22:26, 22:26].repeat(1, 4, 4))
+    torch.testing.assert_close(after[0, :, 8:24, 8:24], edit[0, :, 22:26, 22:26].repeat(1, 4, 4))
+    for crop in (before, after):  # the kept red square and the background are grey
+        torch.testing.assert_close(crop[0, :, :2], torch.full_like(crop[0, :, :2], 0.5))
+        assert crop[0, 0].max() < 0.6
 
 
 def test_edit_scores_match_one_by_one_and_batched():

@@ -41,25 +41,12 @@ def edit_demo(tmp_path_factory) -> tuple[Path, dict]:
 UNMET = "issue-4 claim not met yet by the fast route (measured 2026-11-26: {}); see the helper's report"
 
 
-@pytest.mark.parametrize(
-    "aspect",
-    [
-        "quality",
-        pytest.param(
-            "alignment", marks=pytest.mark.xfail(strict=True, reason=UNMET.format("alignment 0.61"))
-        ),
-        "physics",
-    ],
-)
+@pytest.mark.parametrize("aspect", ["quality", "alignment", "physics"])
 def test_quickstart_video_ranks_heldout_pairs_per_aspect(video_demo, aspect):
     _, metrics = video_demo
     assert metrics["heldout_accuracy"][aspect] >= 0.85, metrics["heldout_accuracy"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=UNMET.format("physics 0.92 ordered vs 0.91 shuffled: the faults show in the frame set"),
-)
 def test_physics_aspect_uses_frame_order(video_demo):
     _, metrics = video_demo
     ordered, shuffled = metrics["heldout_accuracy"]["physics"], metrics["shuffled_frames_accuracy"]["physics"]
@@ -70,7 +57,7 @@ def test_physics_aspect_uses_frame_order(video_demo):
 
 def test_video_aspect_scores_correlate_with_heldout_ratings(video_demo):
     _, metrics = video_demo
-    for aspect in ("quality", "physics"):  # alignment: see the xfail above
+    for aspect in ("quality", "alignment", "physics"):
         assert metrics["heldout_correlations"][aspect]["spearman"] >= 0.5, metrics["heldout_correlations"]
 
 

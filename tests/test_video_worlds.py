@@ -81,9 +81,7 @@ def test_video_world_writes_h264_clips_that_show_the_motion(video_world):
     background = frames[0, 0, 0]
     centres = [_centre(f, background) for f in frames]
     words = clean.sample.prompt.split()
-    axis, sign = {"rightwards": (0, 1), "leftwards": (0, -1), "downwards": (1, 1), "upwards": (1, -1)}[
-        words[-1]
-    ]
+    axis, sign = {"right": (0, 1), "left": (0, -1), "down": (1, 1), "up": (1, -1)}[words[-1]]
     assert sign * (centres[-1][axis] - centres[0][axis]) > 10  # moved > 10 px the way the prompt says
     assert clean.scores == {a: 1.0 for a in ASPECTS} and clean.score == 1.0
 

@@ -33,9 +33,12 @@ class TemporalTransformer(nn.Module):
         layers: Transformer layers.
         heads: Attention heads (``dim`` must divide by it).
         max_frames: Length of the learned position table.
+        motion: Add to each frame's token what changed since the previous frame (a learned map of
+            the embedding difference, identity at first), so motion (which way, how fast, a jump)
+            is in the tokens from the first step instead of something attention has to find.
     """
 
-    def __init__(self, dim: int, layers: int, heads: int, max_frames: int) -> None:
+    def __init__(self, dim: int, layers: int, heads: int, max_frames: int, motion: bool = False) -> None:
         super().__init__()
         if dim % heads:
             raise ValueError(
@@ -52,6 +55,9 @@ class TemporalTransformer(nn.Module):
         self.out = nn.Linear(dim, dim)
         nn.init.zeros_(self.out.weight)  # start as mean pooling; the transformer learns a correction
         nn.init.zeros_(self.out.bias)
+        self.motion = nn.Linear(dim, dim, bias=False) if motion else None
+        if self.motion is not None:
+            nn.init.eye_(self.motion.weight)
 
     def forward(self, frames: torch.Tensor, text: torch.Tensor | None = None) -> torch.Tensor:
         """(N, T, D) unit-norm frame embeddings (and (N, D) prompt embeddings) -> (N, D) clip embeddings."""
@@ -60,10 +66,14 @@ class TemporalTransformer(nn.Module):
             raise ValueError(
                 f"Got {t} frames but the temporal transformer was built for at most {len(self.position) - 2}; raise max_frames."
             )
+        tokens = frames
+        if self.motion is not None:
+            change = torch.cat([torch.zeros_like(frames[:, :1]), frames.diff(dim=1)], dim=1)  # (N, T, D)
+            tokens = frames + self.motion(change)
         parts = (
             [self.summary.expand(n, 1, d)]
             + ([] if text is None else [text[:, None] * d**0.5])
-            + [frames * d**0.5]
+            + [tokens * d**0.5]
         )
         tokens = torch.cat(parts, dim=1)
         tokens = tokens + self.position[: tokens.shape[1]]
@@ -89,6 +99,14 @@ class ClipVideoBackbone(ClipBackbone):
         temporal_layers: Layers of the temporal transformer.
         temporal_heads: Heads of the temporal transformer.
         temporal_sees_prompt: Give the temporal transformer the prompt embedding as a token.
+        temporal_motion: Give the temporal transformer each frame's change from the previous one.
+        text_pool: How the prompt embedding is read: ``"eot"`` is CLIP's (the text tower's state at
+            the end-of-text token); ``"words"`` is the mean of the prompt's word-token embeddings
+            (the tower's input table, start/end/padding left out) through the tower's text
+            projection: a bag of words in which every word counts the same. A small tower started
+            from random weights mixes its tokens unevenly: changing one word of a prompt may move its
+            end-of-text embedding hardly at all (cosine 0.97-0.99 for some words in a 1-layer,
+            width-32 tower), and the head cannot learn what it cannot see.
     """
 
     def __init__(
@@ -104,13 +122,21 @@ class ClipVideoBackbone(ClipBackbone):
         temporal_layers: int = 2,
         temporal_heads: int = 4,
         temporal_sees_prompt: bool = True,
+        temporal_motion: bool = False,
+        text_pool: Literal["eot", "words"] = "eot",
     ) -> None:
         super().__init__(model_name, pretrained, model_config, feature, freeze_image, freeze_text)
+        self.text_pool = text_pool
+        if text_pool == "words" and not hasattr(self.model, "token_embedding"):
+            raise ValueError(
+                f"text_pool='words' needs an open_clip CLIP model with its own token table; {model_name!r} "
+                "has none. Use text_pool='eot'."
+            )
         self.sampler = sampler if sampler is not None else FrameSampler()
         self.temporal, self.temporal_sees_prompt = temporal, temporal_sees_prompt
         max_frames = max(self.sampler.num_frames, 64)
         self.pool = (
-            TemporalTransformer(self.embed_dim, temporal_layers, temporal_heads, max_frames)
+            TemporalTransformer(self.embed_dim, temporal_layers, temporal_heads, max_frames, temporal_motion)
             if temporal == "transformer"
             else None
         )
@@ -142,6 +168,20 @@ class ClipVideoBackbone(ClipBackbone):
             )
         pixels = self.pixels_from_tensor(videos.flatten(0, 1)).unflatten(0, videos.shape[:2])
         return {"pixel_values": pixels, **self.encode_prompts(list(prompts))}
+
+    def encode_text(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """(P, D) unit-norm prompt embeddings, read as ``text_pool`` says."""
+        if self.text_pool == "eot":
+            return super().encode_text(input_ids)
+        special = (self.tokenizer.sot_token_id, self.tokenizer.eot_token_id, 0)  # open_clip pads with 0
+        words = ~torch.isin(input_ids, torch.tensor(special, device=input_ids.device))  # (P, L)
+        if not words.any(1).all():
+            raise ValueError("A prompt has no words (an empty string?); every sample needs a prompt.")
+        embedded = self.model.token_embedding(input_ids) * words[..., None]  # (P, L, W)
+        bag = embedded.sum(1) / words.sum(1, keepdim=True)  # (P, W)
+        projection = self.model.text_projection
+        bag = projection(bag) if isinstance(projection, nn.Module) else bag @ projection
+        return nn.functional.normalize(bag, dim=-1)
 
     def encode_video(self, pixel_values: torch.Tensor, text: torch.Tensor | None = None) -> torch.Tensor:
         """(N, T, 3, S, S) normalised frames (and (N, D) prompt embeddings) -> (N, D) unit-norm clip embeddings."""

@@ -1,6 +1,6 @@
 """The synthetic text-to-video world: one shape moving across the frame, with graded faults per aspect.
 
-A prompt says what moves and which way (``"a red ball moves rightwards"``). Each clip is
+A prompt says what moves and which way (``"a red ball moves right"``). Each clip is
 rendered with ``scenes.render`` frame by frame and written as a real H.264 mp4 (PyAV, libx264,
 yuv420p). A clip may carry a fault in any of three aspects, each graded (severity 0.5 or 1):
 
@@ -42,12 +42,13 @@ FAULTS: dict[str, tuple[str, ...]] = {
     "physics": ("teleport", "vanish", "speed"),
 }
 NOUNS: dict[str, str] = {"circle": "ball", "square": "box", "triangle": "triangle", "diamond": "diamond"}
-PATHS: dict[str, str] = {"right": "rightwards", "left": "leftwards", "down": "downwards", "up": "upwards"}
+PATHS: dict[str, str] = {"right": "right", "left": "left", "down": "down", "up": "up"}
 """Direction words. Each direction is its own word, not an order of shared words ("from left to right"
-vs "from right to left"): a small text tower that pools one token tells those apart only after long
-training, and the world is about video, not word order."""
+vs "from right to left"): a small text tower tells those apart only after long training, and the
+world is about video, not word order. Colour, noun and direction are each one CLIP BPE token
+("rightwards" would be three, two of them shared with "leftwards")."""
 OPPOSITE: dict[str, str] = {"right": "left", "left": "right", "down": "up", "up": "down"}
-FORMAT_VERSION = 2  # 2: teleport visits the path out of order
+FORMAT_VERSION = 3  # 2: teleport visits the path out of order; 3: one-token direction words
 
 
 @dataclass(frozen=True)
@@ -60,7 +61,7 @@ class Motion:
 
     @property
     def text(self) -> str:
-        """The prompt, e.g. ``"a red ball moves rightwards"``."""
+        """The prompt, e.g. ``"a red ball moves right"``."""
         return f"a {self.color} {NOUNS[self.shape]} moves {PATHS[self.direction]}"
 
 
