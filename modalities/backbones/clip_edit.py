@@ -4,10 +4,11 @@ The fast edit scorer. A small edit barely moves a pooled embedding of the whole 
 difference of two such embeddings loses *which* object changed; but an edit judge must check
 exactly that ("the red circle", not the green square). So besides the source ``s``, the edited
 image ``e`` and the instruction ``t``, the image tower sees two *change crops* of each candidate:
-``b``, the source where the pixels changed, and ``a``, the edit there, both mid-grey elsewhere. ``b``
-shows the object that was touched before the edit (its colour and shape, to match against the
-instruction's object words), ``a`` what it became (the new colour, place or size; an added shape).
-A no-op gives two blank crops; an over-edit shows two touched objects; a partial edit a faded one.
+``b``, the source where the pixels changed, and ``a``, the edit there, both mid-grey elsewhere and
+zoomed in on the changed region. ``b`` shows the object that was touched before the edit (its colour
+and shape, to match against the instruction's object words), ``a`` what it became (the new colour,
+place or size; an added shape). A no-op gives two blank crops; an over-edit shows two touched
+objects; a partial edit a faded one.
 
 The head reads ``[e, s, t, e - s, b, a]`` (unit-norm CLIP embeddings scaled by ``sqrt(D)``) and the
 products ``b * t``, ``a * t`` and ``e * t`` (scaled by ``D``): "is the touched object the one the text
@@ -34,13 +35,37 @@ EDIT_PARTS = 9  # e, s, t, e - s, b, a, b*t, a*t, e*t
 CHANGE_THRESHOLD = 0.1
 """A pixel counts as changed, fully, once a channel moves by this much (images in [0, 1]); smaller
 moves count in proportion, so anti-aliased edges fade in rather than flicker."""
+ZOOM_MARGIN = 0.15
+"""Room left around the changed pixels when the crops zoom in, as a fraction of the box side."""
+ZOOM_MIN_SIDE = 0.25
+"""The zoomed box is at least this fraction of the image side (a zoom of 4x at most)."""
 
 
 def change_crops(source: torch.Tensor, edit: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The source and the edit where they differ, mid-grey elsewhere: (N, 3, H, W) each, in [0, 1]."""
+    """The source and the edit where they differ, mid-grey elsewhere, both zoomed in on the square box
+    around the changed pixels: (N, 3, H, W) each, in [0, 1].
+
+    The zoom shows a small object's shape at a size the tower can read; both crops share one box, so
+    a move or a resize still shows as where and how large the object is in ``after`` against
+    ``before``. Nothing changed: both crops are mid-grey.
+    """
     changed = ((edit - source).abs().amax(1, keepdim=True) / CHANGE_THRESHOLD).clamp(max=1)  # (N, 1, H, W)
     grey = 0.5 * (1 - changed)
-    return changed * source + grey, changed * edit + grey
+    crops = torch.cat([changed * source + grey, changed * edit + grey], dim=1)  # (N, 6, H, W)
+    n, _, h, w = crops.shape
+    # the box of pixels that changed at least half-way, in grid_sample's [-1, 1] coordinates
+    rows, cols = changed[:, 0].amax(2) >= 0.5, changed[:, 0].amax(1) >= 0.5  # (N, H), (N, W)
+    top, bottom = rows.int().argmax(1), h - rows.flip(1).int().argmax(1)
+    left, right = cols.int().argmax(1), w - cols.flip(1).int().argmax(1)
+    side = torch.maximum((bottom - top) / h, (right - left) / w) * (1 + 2 * ZOOM_MARGIN)
+    side = torch.where(rows.any(1), side.clamp(ZOOM_MIN_SIDE, 1.0), 1.0)  # (N,)
+    centre_x, centre_y = (left + right) / w - 1, (top + bottom) / h - 1
+    zeros = torch.zeros_like(side)
+    theta = torch.stack([side, zeros, centre_x, zeros, side, centre_y], dim=1).view(n, 2, 3)
+    grid = torch.nn.functional.affine_grid(theta, [n, 6, h, w], align_corners=False)
+    # sampled around mid-grey, so the box may reach past the image's edge into more grey
+    zoomed = torch.nn.functional.grid_sample(crops - 0.5, grid, align_corners=False) + 0.5
+    return zoomed[:, :3], zoomed[:, 3:]
 
 
 def _media_key(media: Any) -> Any:
