@@ -5,7 +5,9 @@ batch, a temporal pooler turns the ``(N, T, D)`` frame embeddings into one clip 
 clip embedding is joined with the prompt's text embedding exactly as ``ClipBackbone`` joins an image's.
 ``temporal="mean"`` is order-blind (the CLIP4Clip "meanP" baseline, Luo et al., 2021); ``"transformer"``
 adds a small transformer over the frame sequence with learned position embeddings (CLIP4Clip's
-"seqTransf"), which is what lets a model see motion, teleporting or flicker.
+"seqTransf"), which is what lets a model see motion, teleporting or flicker. The prompt embedding is
+CLIP's (``text_pool="eot"``) or a bag of the prompt's word embeddings (``"words"``), which a model
+trained from scratch needs to tell prompts one word apart (see ``ClipVideoBackbone``).
 """
 
 from __future__ import annotations

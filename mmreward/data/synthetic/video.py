@@ -12,8 +12,8 @@ yuv420p). A clip may carry a fault in any of three aspects, each graded (severit
   some frames) or ``speed`` (the speed jumps mid-clip).
 
 These are the three aspects VideoScore2 (He et al., 2025) rates. The rating of an aspect is
-``1 - severity``; the overall score is their mean. A teleporting clip has exactly the frames of a
-clean one, in another order, and a wrong direction is a clean clip played backwards: a model must
+``1 - severity``; the overall score is their mean. A teleporting clip shows the frames a clean clip
+would show, in another order, and a wrong direction is a clean clip played backwards: a model must
 read the frame order to see either (shuffle a clean clip's frames and it teleports). Blur, noise,
 colour and shape show in any single frame.
 """
