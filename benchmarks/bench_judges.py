@@ -23,6 +23,7 @@ import torch
 from judges.backends import TransformersBackend
 from judges.critique import CritiqueJudge
 from judges.critique_data import read_examples
+from judges.demo import QUICKSTART
 from judges.evaluation import evaluate_critique_judge
 from judges.scaling import ScaledJudge
 from mmreward.metrics import correlations
@@ -35,7 +36,9 @@ def timed(fn):
 
 
 def throughput(model: Path, samples: list, batch_size: int) -> float:
-    judge = CritiqueJudge(TransformersBackend(str(model), batch_size=batch_size), max_new_tokens=48)
+    judge = CritiqueJudge(
+        TransformersBackend(str(model), batch_size=batch_size), max_new_tokens=QUICKSTART["max_new_tokens"]
+    )
     judge.judge(samples[:2])  # warm-up
     _, seconds = timed(lambda: judge.judge(samples))
     return len(samples) / seconds
@@ -62,7 +65,9 @@ def main() -> None:
         f"throughput on {len(samples)} judgements: batched {batched:.1f}/s, one at a time {single:.1f}/s, ratio {batched / single:.2f}x"
     )
 
-    judge = CritiqueJudge(TransformersBackend(str(run / "model"), batch_size=32), max_new_tokens=48)
+    judge = CritiqueJudge(
+        TransformersBackend(str(run / "model"), batch_size=32), max_new_tokens=QUICKSTART["max_new_tokens"]
+    )
     greedy, greedy_s = timed(lambda: evaluate_critique_judge(judge, examples))
     truth = [e.score for e in examples]
     print(f"greedy: spearman {greedy.spearman:.3f}, {greedy_s:.1f} s")

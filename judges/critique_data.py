@@ -2,9 +2,13 @@
 
 Each candidate of ``mmreward.data.synthetic.t2i`` (a faithful render or one with a known
 corruption: colour, shape, count, relation, missing object, size, blur, noise, JPEG) becomes one
-judge example. The judge's target names the kind of problem, then gives the world's templated
-critique, which says what is wrong, then a score line:
-``"Critique: Wrong color. The circles are blue, not red.\\nScore: 2"``.
+judge example. The judge's target thinks first, then judges: a ``Seen:`` line restates what the
+image shows in the prompt's own terms, marking each departure from the prompt (``"two (not three)
+red circles"``); then the critique names the kind of problem and gives the world's templated
+sentence; then the score line:
+``"Seen: three blue (not red) circles. Critique: Wrong color. The circles are blue, not red.\\nScore: 2"``.
+Restating before judging is what lets a two-layer judge trained in minutes compare the prompt with
+the image: each mark is a local comparison of one word, and the verdict reads the marks.
 
 What the quick-start judge sees of the image is a serialized scene description (a caption of the
 objects drawn, with sizes, colours, shapes, counts and relation, then the image quality), not the
@@ -20,14 +24,18 @@ from pathlib import Path
 from typing import Literal
 
 from mmreward.configurable import Configurable
-from mmreward.data.synthetic.scenes import PALETTE, SHAPES, SIZES, Scene
+from mmreward.data.synthetic.scenes import PALETTE, SHAPES, SIZES, Scene, SceneObject
 from mmreward.data.synthetic.t2i import Candidate, T2IWorld
-from mmreward.data.synthetic.t2i_grammar import NUMBER_WORDS
+from mmreward.data.synthetic.t2i_grammar import NUMBER_WORDS, RELATION_TEXT, ObjectGroup, PromptSpec
 from mmreward.types import Sample
 
 Split = Literal["train", "val", "test"]
 QUALITY_WORDS = {"none": "clean", "blur": "blurred", "noise": "noisy", "jpeg": "compressed"}
 """How the description names each quality corruption (alignment corruptions leave it clean)."""
+
+SEVERITY_WORDS = ((0.64, "slightly"), (0.79, "clearly"), (float("inf"), "heavily"))
+"""How the description grades a quality corruption's severity (the world draws it from [0.5, 1]):
+the first word whose bound the severity is under."""
 
 PROBLEMS = {
     "none": "No problem",
@@ -63,48 +71,121 @@ def score_label(score: float) -> int:
     return 1 + sum(score >= t for t in SCORE_THRESHOLDS)
 
 
-def describe_scene(scene: Scene, kind: str) -> str:
-    """A caption of what a render shows, in the prompts' own grammar, then the image quality.
+def places(a: SceneObject, b: SceneObject) -> tuple[str, str]:
+    """Where two objects are relative to each other, along the axis of their larger offset:
+    ``("on the left", "on the right")`` or ``("at the top", "at the bottom")``, in the order given."""
+    if abs(a.y - b.y) > abs(a.x - b.x):
+        return ("at the top", "at the bottom") if a.y < b.y else ("at the bottom", "at the top")
+    return ("on the left", "on the right") if a.x < b.x else ("on the right", "on the left")
 
-    Objects that share size, colour and shape form one group (``"three large red circles"``);
-    two groups are related by their larger offset, left group or top group first
-    (``"a large red circle above a small blue square"``). The caption never sees the prompt.
+
+def _article(words: str) -> str:
+    return "an" if words[0] in "aeiou" else "a"
+
+
+def describe_scene(scene: Scene, kind: str, severity: float | None = None) -> str:
+    """A caption of what a render shows, in the prompts' own words, then the image quality.
+
+    Objects that share size, colour and shape form one group (``"three large red circles"``). Two
+    single objects each get their place, left or top one first (``"a large red circle at the top
+    and a small blue square at the bottom"``). The caption never sees the prompt.
 
     Args:
         scene: The rendered scene.
         kind: The candidate's corruption (quality corruptions are named; others show as clean).
+        severity: A quality corruption's severity, said as ``SEVERITY_WORDS`` grade it.
     """
-    groups: dict[tuple[str, str, str], list] = {}
+    groups: dict[tuple[str, str, str], list[SceneObject]] = {}
     for obj in sorted(scene.objects, key=lambda o: (o.x, o.y)):
         groups.setdefault((obj.size, obj.color, obj.shape), []).append(obj)
     phrases = []
     for (size, color, shape), members in groups.items():
-        count = len(members)
-        words = f"{size} {color} {shape}" + ("s" if count != 1 else "")
+        words = f"{size} {color} {shape}" + ("s" if len(members) != 1 else "")
         phrases.append(
-            (
-                f"{'an' if size[0] in 'aeiou' else 'a'} {words}"
-                if count == 1
-                else f"{NUMBER_WORDS[count]} {words}",
-                members,
-            )
+            f"{_article(words)} {words}" if len(members) == 1 else f"{NUMBER_WORDS[len(members)]} {words}"
         )
-    if len(phrases) == 2 and all(len(m) == 1 for _, m in phrases):
-        (first, [a]), (second, [b]) = phrases
-        if abs(a.y - b.y) > abs(a.x - b.x):  # vertical: the upper one first
-            (first, a), (second, b) = sorted([(first, a), (second, b)], key=lambda p: p[1].y)
-            caption = f"{first} above {second}"
-        else:
-            caption = f"{first} to the left of {second}"
+    if len(groups) == 2 and all(len(m) == 1 for m in groups.values()):
+        (a,), (b,) = groups.values()
+        where = places(a, b)
+        parts = sorted(zip(phrases, where), key=lambda p: p[1] in ("on the right", "at the bottom"))
+        caption = " and ".join(f"{phrase} {place}" for phrase, place in parts)
     else:
-        caption = " and ".join(p for p, _ in phrases) if phrases else "nothing"
-    return f"{caption}. Quality: {QUALITY_WORDS.get(kind, 'clean')}."
+        caption = " and ".join(phrases) if phrases else "nothing"
+    quality = QUALITY_WORDS.get(kind, "clean")
+    if severity is not None and kind in QUALITY_WORDS:
+        quality = next(word for bound, word in SEVERITY_WORDS if severity < bound) + " " + quality
+    return f"{caption}. Quality: {quality}."
+
+
+def _marked_phrase(group: ObjectGroup, objects: list[SceneObject]) -> str:
+    """The objects drawn for ``group`` in the prompt's words, each departure marked ``(not X)``.
+
+    Only what the prompt asks about is said: the size only when the prompt gives one.
+    """
+    if not objects:
+        return f"no {group.color} {group.noun()}"
+    first, count = objects[0], len(objects)
+
+    def said(seen: str, asked: str) -> str:
+        return seen if seen == asked else f"{seen} (not {asked})"
+
+    words = [said(first.size, group.size)] if group.size else []
+    words += [
+        said(first.color, group.color),
+        said(group.noun(count).replace(group.shape, first.shape), group.noun(count)),
+    ]
+    body = " ".join(words)
+    if count == 1 and group.count == 1:
+        return f"{_article(body)} {body}"
+    return f"{said(NUMBER_WORDS[count], NUMBER_WORDS[group.count])} {body}"
+
+
+def seen_line(spec: PromptSpec, scene: Scene) -> str:
+    """What ``scene`` shows, restated in the terms of ``spec``'s prompt with departures marked.
+
+    ``"two (not three) red circles"``; ``"no green circle, a red circle"``; for a relation, each
+    object with its place, then the relation they make, in the prompt's terms: ``"a green circle on
+    the right, a red circle on the left: to the right of (not to the left of)"``. A corrupted
+    object keeps its place in the scene's order, which follows the prompt's groups; with one of
+    two missing, the survivor is the group whose colour and shape it has (a prompt never relates
+    two identical objects).
+    """
+    objects = list(scene.objects)
+    if spec.relation is None:
+        return _marked_phrase(spec.groups[0], objects)
+    if len(objects) == 1:  # one of the two is missing: the survivor is the group it still matches
+        (survivor,) = objects
+        matches = [(g.color, g.shape) == (survivor.color, survivor.shape) for g in spec.groups]
+        return ", ".join(_marked_phrase(g, [survivor] if m else []) for g, m in zip(spec.groups, matches))
+    first, second = objects
+    if spec.relation in ("left of", "right of"):
+        seen = "left of" if first.x < second.x else "right of"
+    else:
+        seen = "above" if first.y < second.y else "below"
+    relation = RELATION_TEXT[seen] + (
+        "" if seen == spec.relation else f" (not {RELATION_TEXT[spec.relation]})"
+    )
+    place_first, place_second = places(first, second)
+    phrase_first, phrase_second = (_marked_phrase(g, [o]) for g, o in zip(spec.groups, (first, second)))
+    return f"{phrase_first} {place_first}, {phrase_second} {place_second}: {relation}"
+
+
+def critique_part(generated: str) -> str:
+    """The critique of a judge's output: what follows its last ``Critique:``, or all of it when there is none."""
+    head, marker, tail = generated.rpartition("Critique:")
+    return tail.strip() if marker else generated.strip()
 
 
 def critique_hit(generated: str, reference: str) -> bool:
-    """Whether ``generated`` names every attribute word (colour, shape, count, ...) that ``reference`` names."""
-    words = lambda text: {w.strip(".,;:").lower() for w in text.split()} & ATTRIBUTE_WORDS  # noqa: E731
-    return words(reference) <= words(generated)
+    """Whether the critique of ``generated`` names every attribute word (colour, shape, count, ...) that
+    ``reference`` names. The seen line, which repeats the prompt's words, does not count."""
+    words = lambda text: {w.strip(".,;:()").lower() for w in text.split()} & ATTRIBUTE_WORDS  # noqa: E731
+    return words(reference) <= words(critique_part(generated))
+
+
+def names_problem(generated: str, corruption: str) -> bool:
+    """Whether the critique of ``generated`` opens with the kind of problem ``corruption`` is (``PROBLEMS``)."""
+    return critique_part(generated).startswith(PROBLEMS.get(corruption, "A problem") + ".")
 
 
 @dataclass
@@ -130,11 +211,13 @@ class CritiqueExample:
     score: float
     corruption: str
     image: str | None = None
+    seen: str = ""
 
     @property
     def target(self) -> str:
-        """The judge's output: the kind of problem, the critique, then the score line."""
-        return f"Critique: {PROBLEMS.get(self.corruption, 'A problem')}. {self.critique}\nScore: {self.label}"
+        """The judge's output: the seen line (if any), the kind of problem, the critique, the score line."""
+        think = f"Seen: {self.seen}. " if self.seen else ""
+        return f"{think}Critique: {PROBLEMS.get(self.corruption, 'A problem')}. {self.critique}\nScore: {self.label}"
 
     def sample(self, root: str | Path | None = None) -> Sample:
         """As a ``Sample`` (the description as the response), the image resolved against ``root``."""
@@ -142,17 +225,20 @@ class CritiqueExample:
         return Sample(prompt=self.prompt, response=self.description, image=image, meta={"id": self.id})
 
 
-def examples_from_candidates(prompt: str, candidates: list[Candidate], prefix: str) -> list[CritiqueExample]:
+def examples_from_candidates(
+    spec: PromptSpec, candidates: list[Candidate], prefix: str
+) -> list[CritiqueExample]:
     """One example per candidate of one prompt; ids are ``<prefix>-<candidate index>``."""
     return [
         CritiqueExample(
             id=f"{prefix}-{j}",
-            prompt=prompt,
-            description=describe_scene(c.scene, c.kind),
+            prompt=spec.text,
+            description=describe_scene(c.scene, c.kind, c.severity),
             critique=c.critique,
             label=score_label(c.score),
             score=round(c.score, 4),
             corruption=c.kind,
+            seen=seen_line(spec, c.scene),
         )
         for j, c in enumerate(candidates)
     ]
@@ -174,7 +260,7 @@ class CritiqueWorld(Configurable):
         out = []
         for i in range(self.world.sizes[split]):
             spec, candidates = self.world.prompt_candidates(split, i)
-            batch = examples_from_candidates(spec.text, candidates, f"{split}-{i:05d}")
+            batch = examples_from_candidates(spec, candidates, f"{split}-{i:05d}")
             if self.images and split in self.images and root is not None:
                 for example, cand in zip(batch, candidates):
                     example.image = f"images/{example.id}.png"

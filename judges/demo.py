@@ -28,9 +28,10 @@ QUICKSTART = {
     "val_prompts": 20,
     "test_prompts": 30,
     "hidden_size": 64,
-    "steps": 1500,
+    "steps": 2000,
     "batch_size": 32,
     "lr": 3e-3,
+    "max_new_tokens": 96,  # the seen line, the critique and the score line
 }
 """The quick-start settings (``configs/quickstart/judge.yaml`` says the same)."""
 
@@ -98,7 +99,11 @@ def write_report(run_dir: Path, output: Path, train_seconds: float | None = None
     test = read_examples(run_dir / "data" / "test.jsonl")
     results = {
         name: evaluate_critique_judge(
-            CritiqueJudge(TransformersBackend(str(run_dir / name), batch_size=32), max_new_tokens=48), test
+            CritiqueJudge(
+                TransformersBackend(str(run_dir / name), batch_size=32),
+                max_new_tokens=QUICKSTART["max_new_tokens"],
+            ),
+            test,
         )
         for name in ("model", "base")
     }

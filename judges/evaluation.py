@@ -8,11 +8,12 @@ Example:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
 from judges.critique import CritiqueJudge
-from judges.critique_data import CritiqueExample, critique_hit
+from judges.critique_data import CritiqueExample, critique_hit, names_problem
 from judges.parsing import Judgement
 from mmreward.metrics import correlations
 
@@ -25,24 +26,31 @@ class CritiqueEvaluation:
         spearman: Spearman correlation of the judge's expected scores with the ground-truth ratings
             (outputs with no score count as the scale's midpoint); NaN when the scores are constant.
         hit_rate: Share of examples whose critique names every attribute the reference names.
+        problem_rate: Share of examples whose critique opens with the right kind of problem
+            (``"Wrong color"``, ``"No problem"``, ...).
         parse_failure_rate: Share of outputs with no readable score.
+        hit_rate_by_corruption: ``hit_rate`` per corruption kind (``"none"`` for faithful images).
         n: Examples judged.
         judgements: The judgements, in example order.
     """
 
     spearman: float
     hit_rate: float
+    problem_rate: float
     parse_failure_rate: float
     n: int
+    hit_rate_by_corruption: dict[str, float] = field(default_factory=dict)
     judgements: list[Judgement] = field(repr=False, default_factory=list)
 
-    def metrics(self) -> dict[str, float]:
-        """The figures as a flat dict (for metrics.json)."""
+    def metrics(self) -> dict[str, Any]:
+        """The figures as a dict (for metrics.json)."""
         return {
             "spearman": self.spearman,
             "critique_hit_rate": self.hit_rate,
+            "problem_named_rate": self.problem_rate,
             "parse_failure_rate": self.parse_failure_rate,
             "n": self.n,
+            "critique_hit_rate_by_corruption": self.hit_rate_by_corruption,
         }
 
 
@@ -59,10 +67,17 @@ def evaluate_critique_judge(
     truth = np.array([e.score for e in examples])
     spearman = correlations(predicted, truth)["spearman"]
     hits = [critique_hit(j.critique, e.critique) for j, e in zip(judgements, examples)]
+    by_kind: dict[str, list[bool]] = {}
+    for hit, example in zip(hits, examples):
+        by_kind.setdefault(example.corruption, []).append(hit)
     return CritiqueEvaluation(
         spearman=spearman,
         hit_rate=float(np.mean(hits)),
+        problem_rate=float(
+            np.mean([names_problem(j.critique, e.corruption) for j, e in zip(judgements, examples)])
+        ),
         parse_failure_rate=float(np.mean([j.score is None for j in judgements])),
         n=len(examples),
+        hit_rate_by_corruption={k: float(np.mean(v)) for k, v in sorted(by_kind.items())},
         judgements=judgements,
     )

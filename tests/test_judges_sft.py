@@ -15,6 +15,7 @@ from integrations.serving.openai_server import create_app, serve_in_thread  # no
 from judges.backends import OpenAIBackend, SamplingParams, TransformersBackend  # noqa: E402
 from judges.critique import CritiqueJudge  # noqa: E402
 from judges.critique_data import read_examples  # noqa: E402
+from judges.demo import QUICKSTART  # noqa: E402
 from judges.evaluation import evaluate_critique_judge  # noqa: E402
 from judges.scaling import ScaledJudge  # noqa: E402
 from tests.judge_helpers import trained_judge  # noqa: E402
@@ -32,12 +33,16 @@ def held_out(run):
 
 @pytest.fixture(scope="module")
 def local_judge(run):
-    return CritiqueJudge(TransformersBackend(str(run / "model"), batch_size=32), max_new_tokens=48)
+    return CritiqueJudge(
+        TransformersBackend(str(run / "model"), batch_size=32), max_new_tokens=QUICKSTART["max_new_tokens"]
+    )
 
 
 @pytest.fixture(scope="module")
 def evaluations(run, held_out, local_judge):
-    untrained = CritiqueJudge(TransformersBackend(str(run / "base")), max_new_tokens=48)
+    untrained = CritiqueJudge(
+        TransformersBackend(str(run / "base")), max_new_tokens=QUICKSTART["max_new_tokens"]
+    )
     return evaluate_critique_judge(local_judge, held_out), evaluate_critique_judge(untrained, held_out)
 
 
@@ -50,23 +55,22 @@ def test_sft_teaches_the_judge_the_output_format_and_to_name_problems(evaluation
     assert not untrained.spearman >= 0.3, untrained.metrics()  # NaN (constant scores) counts as failing too
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Not reached yet: the CPU-budget quick-start judge (hidden 64, 1500 steps) measured Spearman "
-    "0.17-0.30 and hit rate 0.24-0.59 on held-out prompts; its greedy critiques often misname the problem.",
-)
 def test_trained_judge_reaches_the_issue_bar(evaluations):
+    """Issue 5: Spearman >= 0.6 with the ground truth, and the critique names what is wrong in most cases."""
     trained, _ = evaluations
-    assert trained.spearman >= 0.6 and trained.hit_rate >= 0.5, trained.metrics()
+    assert trained.spearman >= 0.6, trained.metrics()
+    assert trained.hit_rate >= 0.6 and trained.problem_rate >= 0.6, trained.metrics()
+    # faithful images are recognised as such, not talked into a problem
+    assert trained.hit_rate_by_corruption["none"] >= 0.6, trained.metrics()
 
 
 def test_local_and_http_backends_give_the_same_expected_scores(run, held_out, local_judge):
     samples = [e.sample() for e in held_out[:24]]
     local = local_judge.judge(samples)
     with serve_in_thread(create_app(TransformersBackend(str(run / "model")), "judge")) as url:
-        remote = CritiqueJudge(OpenAIBackend(url, model="judge", concurrency=4), max_new_tokens=48).judge(
-            samples
-        )
+        remote = CritiqueJudge(
+            OpenAIBackend(url, model="judge", concurrency=4), max_new_tokens=QUICKSTART["max_new_tokens"]
+        ).judge(samples)
     assert sum(j.score is not None for j in local) >= 20
     for a, b in zip(local, remote):
         assert b.method == a.method and b.critique == a.critique
