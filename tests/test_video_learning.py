@@ -20,6 +20,7 @@ from mmreward.data.records import read_records
 from mmreward.demos import DEMOS
 from mmreward.scoring import load
 
+
 @pytest.fixture(scope="module")
 def video_demo(tmp_path_factory) -> tuple[Path, dict]:
     from integrations.demos.video import run
