@@ -73,10 +73,15 @@ def score_label(score: float) -> int:
 
 def places(a: SceneObject, b: SceneObject) -> tuple[str, str]:
     """Where two objects are relative to each other, along the axis of their larger offset:
-    ``("on the left", "on the right")`` or ``("at the top", "at the bottom")``, in the order given."""
+    ``("left", "right")`` or ``("top", "bottom")``, in the order given.
+
+    One word each, right after the object's noun, so a small judge copies an object's place in one
+    step (find the object, take the next word). As ``"on the left"``, the place was two words past
+    the noun and the tiny quick-start judge never learned to find it: wrong relations went unnoticed.
+    """
     if abs(a.y - b.y) > abs(a.x - b.x):
-        return ("at the top", "at the bottom") if a.y < b.y else ("at the bottom", "at the top")
-    return ("on the left", "on the right") if a.x < b.x else ("on the right", "on the left")
+        return ("top", "bottom") if a.y < b.y else ("bottom", "top")
+    return ("left", "right") if a.x < b.x else ("right", "left")
 
 
 def _article(words: str) -> str:
@@ -87,8 +92,8 @@ def describe_scene(scene: Scene, kind: str, severity: float | None = None) -> st
     """A caption of what a render shows, in the prompts' own words, then the image quality.
 
     Objects that share size, colour and shape form one group (``"three large red circles"``). Two
-    single objects each get their place, left or top one first (``"a large red circle at the top
-    and a small blue square at the bottom"``). The caption never sees the prompt.
+    single objects each get their place (``places``), left or top one first (``"a large red circle
+    top and a small blue square bottom"``). The caption never sees the prompt.
 
     Args:
         scene: The rendered scene.
@@ -107,7 +112,7 @@ def describe_scene(scene: Scene, kind: str, severity: float | None = None) -> st
     if len(groups) == 2 and all(len(m) == 1 for m in groups.values()):
         (a,), (b,) = groups.values()
         where = places(a, b)
-        parts = sorted(zip(phrases, where), key=lambda p: p[1] in ("on the right", "at the bottom"))
+        parts = sorted(zip(phrases, where), key=lambda p: p[1] in ("right", "bottom"))
         caption = " and ".join(f"{phrase} {place}" for phrase, place in parts)
     else:
         caption = " and ".join(phrases) if phrases else "nothing"
@@ -144,8 +149,8 @@ def seen_line(spec: PromptSpec, scene: Scene) -> str:
     """What ``scene`` shows, restated in the terms of ``spec``'s prompt with departures marked.
 
     ``"two (not three) red circles"``; ``"no green circle, a red circle"``; for a relation, each
-    object with its place, then the relation they make, in the prompt's terms: ``"a green circle on
-    the right, a red circle on the left: to the right of (not to the left of)"``. A corrupted
+    object with its place, then the relation they make, in the prompt's terms: ``"a green circle
+    right, a red circle left: to the right of (not to the left of)"``. A corrupted
     object keeps its place in the scene's order, which follows the prompt's groups; with one of
     two missing, the survivor is the group whose colour and shape it has (a prompt never relates
     two identical objects).
