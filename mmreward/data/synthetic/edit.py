@@ -28,7 +28,7 @@ from typing import Any, Literal
 import numpy as np
 from PIL import Image
 
-from mmreward.configurable import Configurable, to_config
+from mmreward.configurable import Configurable
 from mmreward.data.synthetic.scenes import (
     PALETTE,
     SHAPES,
@@ -268,10 +268,7 @@ class EditWorld(Configurable):
             ``{"train": root/train.jsonl, "val": ..., "test": ...}`` (``records="pairs"``) or the
             ``{split}_ratings.jsonl`` files (``records="ratings"``).
         """
-        root = Path(root)
-        config = {**to_config(self), "format": FORMAT_VERSION}
-        config["init_args"].pop("records")  # both kinds are written: the choice does not change the files
-        return write_once(root, config, self._write_split, self.records)
+        return write_once(root, self, FORMAT_VERSION, self._write_split, self.records)
 
     def _write_split(self, root: Path, split: str, path: Path) -> None:
         image_dir = root / "images" / split

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from mmreward.configurable import Configurable, to_config
+from mmreward.configurable import Configurable
 from mmreward.data.synthetic.scenes import Scene, degrade, light_background, render
 from mmreward.data.synthetic.t2i_grammar import (
     ALIGNMENT_CORRUPTIONS,
@@ -221,7 +221,7 @@ class T2IWorld(Configurable):
         Returns:
             ``{"train": root/train.jsonl, "val": ..., "test": ...}``.
         """
-        return write_once(Path(root), {**to_config(self), "format": FORMAT_VERSION}, self._write_split)
+        return write_once(root, self, FORMAT_VERSION, self._write_split)
 
     def prompt_candidates(self, split: str, index: int) -> tuple[PromptSpec, list[Candidate]]:
         """The prompt and candidates of record ``index`` of ``split``, as ``write`` makes them."""

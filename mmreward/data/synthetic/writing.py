@@ -7,6 +7,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
+from mmreward.configurable import to_config
+
 SPLIT_STREAMS = {"train": 0, "val": 1, "test": 2}
 """Each split draws from its own seed stream, so held-out prompts and scenes never reach training."""
 
@@ -21,16 +23,21 @@ def split_sizes(world: str, train: int, val: int, test: int) -> dict[str, int]:
 
 
 def write_once(
-    root: Path,
-    config: dict[str, Any],
+    root: str | Path,
+    world: Any,
+    format_version: int,
     write_split: Callable[[Path, str, Path], None],
     records: Literal["pairs", "ratings"] = "pairs",
 ) -> dict[str, Path]:
-    """Write ``root/<split>.jsonl`` for every split, unless ``root/world.json`` already records ``config``.
+    """Write ``root/<split>.jsonl`` for every split, unless ``root/world.json`` already records this world.
+
+    ``world.json`` holds what the files depend on: the world's class path and init args (less
+    ``records``: a world that rates candidates writes pairs and ratings alike) and ``format_version``.
 
     Args:
         root: The world's folder.
-        config: What the files depend on (the world's class path and init args, a format version).
+        world: The world (a ``Configurable``).
+        format_version: The world module's file-format version.
         write_split: ``write_split(root, split, jsonl_path)`` writes one split (its pairs, the
             ``<split>_ratings.jsonl`` of a world that rates candidates, and its media).
         records: Which files to return: the pairs or the ratings.
@@ -38,6 +45,9 @@ def write_once(
     Returns:
         ``{"train": root/train.jsonl, "val": ..., "test": ...}``, or the ``<split>_ratings.jsonl`` files.
     """
+    root = Path(root)
+    config = {**to_config(world), "format": format_version}
+    config["init_args"].pop("records", None)
     paths = {split: root / f"{split}.jsonl" for split in SPLIT_STREAMS}
     chosen = paths if records == "pairs" else {split: root / f"{split}_ratings.jsonl" for split in paths}
     marker = root / "world.json"
