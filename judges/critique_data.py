@@ -134,11 +134,9 @@ def _marked_phrase(group: ObjectGroup, objects: list[SceneObject]) -> str:
     def said(seen: str, asked: str) -> str:
         return seen if seen == asked else f"{seen} (not {asked})"
 
+    plural = "" if count == 1 else "s"
     words = [said(first.size, group.size)] if group.size else []
-    words += [
-        said(first.color, group.color),
-        said(group.noun(count).replace(group.shape, first.shape), group.noun(count)),
-    ]
+    words += [said(first.color, group.color), said(first.shape + plural, group.shape + plural)]
     body = " ".join(words)
     if count == 1 and group.count == 1:
         return f"{_article(body)} {body}"
@@ -177,7 +175,7 @@ def seen_line(spec: PromptSpec, scene: Scene) -> str:
 
 def critique_part(generated: str) -> str:
     """The critique of a judge's output: what follows its last ``Critique:``, or all of it when there is none."""
-    head, marker, tail = generated.rpartition("Critique:")
+    _, marker, tail = generated.rpartition("Critique:")
     return tail.strip() if marker else generated.strip()
 
 
