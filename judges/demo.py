@@ -36,20 +36,29 @@ QUICKSTART = {
 """The quick-start settings (``configs/quickstart/judge.yaml`` says the same)."""
 
 
-def train_quickstart(run_dir: str | Path, steps: int = QUICKSTART["steps"]) -> Path:
-    """Train the quick-start judge; ``run_dir`` gets ``model/`` (trained), ``base/`` (untrained) and ``data/``."""
+def train_quickstart(run_dir: str | Path, steps: int = QUICKSTART["steps"], seed: int = 0) -> Path:
+    """Train the quick-start judge; ``run_dir`` gets ``model/`` (trained), ``base/`` (untrained) and ``data/``.
+
+    Args:
+        run_dir: The run folder.
+        steps: Optimizer steps.
+        seed: Seeds the world (its prompts, scenes and held-out split) and the training.
+    """
     import lightning as L
     import torch
 
     from judges.training import JudgeDataModule, JudgeSFTModule
 
     run_dir = Path(run_dir)
-    world = T2IWorld(QUICKSTART["train_prompts"], QUICKSTART["val_prompts"], QUICKSTART["test_prompts"])
+    L.seed_everything(seed, verbose=False)
+    world = T2IWorld(
+        QUICKSTART["train_prompts"], QUICKSTART["val_prompts"], QUICKSTART["test_prompts"], seed=seed
+    )
     data = JudgeDataModule(
         synthetic=CritiqueWorld(world, images=["test"]), batch_size=QUICKSTART["batch_size"]
     )
     module = JudgeSFTModule(
-        TinyJudgeLM(hidden_size=QUICKSTART["hidden_size"]),
+        TinyJudgeLM(hidden_size=QUICKSTART["hidden_size"], seed=seed),
         optimizer=lambda params: torch.optim.AdamW(params, lr=QUICKSTART["lr"], weight_decay=0.01),
         scheduler=lambda optimizer: torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps),
     )

@@ -38,3 +38,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture
+def learning_seed() -> int:
+    """The seed of a learning test's world and training: 0, or ``MMREWARD_SEED`` when the seed sweep
+    (``benchmarks/seed_spread.py``) runs the test again under other seeds to measure its spread."""
+    return int(os.environ.get("MMREWARD_SEED", "0"))

@@ -39,27 +39,32 @@ def one_thread():
 
 
 @functools.lru_cache(maxsize=1)
-def cloth_world() -> dict[str, Path]:
+def cloth_world(seed: int = 0) -> dict[str, Path]:
     """Simulated preference data: 20 training episodes (pairs), 5 held-out test episodes."""
     from integrations.robotics.cloth_data import ClothPreferenceWorld
 
     world = ClothPreferenceWorld(
-        episodes={"train": 20, "test": 5}, steps=3, candidates=12, num_points=256, train_format="pairs"
+        episodes={"train": 20, "test": 5},
+        steps=3,
+        candidates=12,
+        num_points=256,
+        train_format="pairs",
+        seed=seed,
     )
     root = Path(tempfile.mkdtemp(prefix="mmreward-cloth-"))
     return world.write(root)
 
 
 @functools.lru_cache(maxsize=1)
-def trained_model():
-    """The tiny model after 300 steps of Bradley-Terry training with ``RewardModule``."""
+def trained_model(seed: int = 0):
+    """The tiny model after 300 steps of Bradley-Terry training with ``RewardModule`` (``seed``: world and training)."""
     import lightning as L
 
     from mmreward.training import RewardDataModule, RewardModule
 
-    torch.manual_seed(0)
-    paths = cloth_world()
-    model = tiny_action_model()
+    torch.manual_seed(seed)
+    paths = cloth_world(seed)
+    model = tiny_action_model(seed)
     module = RewardModule(
         model, optimizer=lambda params: torch.optim.AdamW(params, lr=1e-3, weight_decay=0.01)
     )
@@ -79,12 +84,12 @@ def trained_model():
     return model.eval()
 
 
-def held_out_pair_accuracy(model) -> tuple[float, int]:
+def held_out_pair_accuracy(model, seed: int = 0) -> tuple[float, int]:
     """Fraction of held-out test pairs whose chosen side the model scores higher, and the pair count."""
     from mmreward.data.records import read_records
     from mmreward.scoring import Scorer
 
-    pairs = read_records(cloth_world()["test"])
+    pairs = read_records(cloth_world(seed)["test"])
     scorer = Scorer(model, batch_size=256, device="cpu")
     chosen = np.array([o.score for o in scorer.score_samples([p.chosen for p in pairs])])
     rejected = np.array([o.score for o in scorer.score_samples([p.rejected for p in pairs])])
@@ -92,7 +97,7 @@ def held_out_pair_accuracy(model) -> tuple[float, int]:
 
 
 @functools.lru_cache(maxsize=1)
-def episode_results():
+def episode_results(seed: int = 0):
     """Held-out flattening episodes with reward-model, random and oracle selection."""
     from integrations.robotics.cloth_env import ClothEnv
     from integrations.robotics.evaluation import (
@@ -105,13 +110,14 @@ def episode_results():
     from integrations.robotics.selector import ActionSelector
 
     env, sampler = ClothEnv(), RandomPrimitiveSampler()
-    selector = ActionSelector(trained_model(), device="cpu")
+    selector = ActionSelector(trained_model(seed), device="cpu")
     choosers = {
         "reward_model": reward_model_chooser(selector),
         "random": random_chooser(seed=0),
         "oracle": oracle_chooser(env),
     }
-    args = {"seeds": EVAL_SEEDS, "steps": EVAL_STEPS, "candidates": EVAL_CANDIDATES, "num_points": 256}
+    seeds = [s + 1000 * seed for s in EVAL_SEEDS]  # other seeds: other held-out starts
+    args = {"seeds": seeds, "steps": EVAL_STEPS, "candidates": EVAL_CANDIDATES, "num_points": 256}
     with one_thread():
         return {
             name: run_episodes(env, sampler, choose, **args) for name, choose in choosers.items()

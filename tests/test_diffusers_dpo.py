@@ -14,11 +14,12 @@ from integrations.diffusers.sampling import decode
 from integrations.diffusers.toy_rewards import ColourReward
 
 
-def test_dpo_learns_the_reward_models_preferences(tiny_sd_dir) -> None:  # noqa: F811
+def test_dpo_learns_the_reward_models_preferences(tiny_sd_dir, learning_seed, record_property) -> None:  # noqa: F811
+    torch.manual_seed(learning_seed)
     pipe = load_pipe(tiny_sd_dir)
     reward = RewardFn(ColourReward(target=(1.0, 1.0, 1.0)))
     config = DPOConfig(beta=100.0, num_inference_steps=4, guidance_scale=3.0, batch_size=8)
-    pairs = label_pairs(pipe, TRAIN_PROMPTS * 4, reward, config)
+    pairs = label_pairs(pipe, TRAIN_PROMPTS * 4, reward, config, seed=learning_seed)
     chosen = reward.score(decode(pipe, pairs.chosen), pairs.prompts).score
     rejected = reward.score(decode(pipe, pairs.rejected), pairs.prompts).score
     assert torch.all(chosen >= rejected)
@@ -35,6 +36,8 @@ def test_dpo_learns_the_reward_models_preferences(tiny_sd_dir) -> None:  # noqa:
     )  # the adapter starts at zero: model == reference
     trainer.train(pairs, steps=40)
     end = trainer.evaluate(pairs, seed=3)
+    record_property("dpo.loss_over_log2", end["loss"] / math.log(2))
+    record_property("dpo.accuracy", end["accuracy"])
     assert end["loss"] < 0.85 * math.log(2), end  # 0.52 measured (log 2 = 0.69)
     assert end["accuracy"] >= 0.65, (
         end

@@ -33,9 +33,13 @@ def pair_accuracy(scorer: Scorer, pairs) -> float:
     return float((out[:n] > out[n:]).float().mean())
 
 
-def test_text_reward_model_learns_the_echo_world_and_reloads(tiny_lm, tmp_path):
-    torch.manual_seed(0)
-    paths = EchoWorld(train_pairs=2000, val_pairs=0, test_pairs=300, seed=0).write(tmp_path / "data")
+def test_text_reward_model_learns_the_echo_world_and_reloads(
+    tiny_lm, tmp_path, learning_seed, record_property
+):
+    torch.manual_seed(learning_seed)
+    paths = EchoWorld(train_pairs=2000, val_pairs=0, test_pairs=300, seed=learning_seed).write(
+        tmp_path / "data"
+    )
     model = RewardModel(LMBackbone(str(tiny_lm)), MLPHead(hidden_size=64), name="echo-rm")
     module = RewardModule(model, optimizer=partial(torch.optim.AdamW, lr=3e-3, weight_decay=0.0))
     data = RewardDataModule(train=str(paths["train"]), batch_size=16)
@@ -54,6 +58,8 @@ def test_text_reward_model_learns_the_echo_world_and_reloads(tiny_lm, tmp_path):
     with torch_threads(1):
         trainer.fit(module, data)
     after = pair_accuracy(scorer, test)
+    record_property("lm.echo.untrained_accuracy", before)
+    record_property("lm.echo.heldout_accuracy", after)
     assert before < 0.65 and after > 0.75, (before, after)
     scorer.save_pretrained(tmp_path / "model")
     reloaded = mr.load(tmp_path / "model", device="cpu", batch_size=100)

@@ -1,6 +1,7 @@
 """Training through the CLI on a user's own data, checkpoint export, and DDP metric reduction."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -15,10 +16,10 @@ from mmreward.evaluation import evaluate
 from tests.core_helpers import TINY_CLIP, write_colour_world
 
 
-def colour_config(root: Path, **trainer) -> Path:
+def colour_config(root: Path, seed: int = 0, **trainer) -> Path:
     """A config that names no data: the test passes its files with --data.train/--data.val."""
     config = {
-        "seed_everything": 0,
+        "seed_everything": seed,
         "model": {
             "class_path": "mmreward.training.RewardModule",
             "init_args": {
@@ -52,10 +53,11 @@ def colour_config(root: Path, **trainer) -> Path:
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    seed = int(os.environ.get("MMREWARD_SEED", "0"))  # the seed sweep's other seeds (conftest.learning_seed)
     root = tmp_path_factory.mktemp("colours")
-    train = write_colour_world(root, 192, seed=1, name="train")
-    val = write_colour_world(root, 48, seed=2, name="val")
-    config = colour_config(root, max_epochs=3)
+    train = write_colour_world(root, 192, seed=1 + 10 * seed, name="train")
+    val = write_colour_world(root, 48, seed=2 + 10 * seed, name="val")
+    config = colour_config(root, seed, max_epochs=3)
     main(
         [
             "fit",
@@ -72,10 +74,13 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-def test_fit_on_own_data_exports_a_model_that_ranks_held_out_pairs(trained: Path):
-    test = write_colour_world(trained, 64, seed=3, name="test")
+def test_fit_on_own_data_exports_a_model_that_ranks_held_out_pairs(
+    trained: Path, learning_seed, record_property
+):
+    test = write_colour_world(trained, 64, seed=3 + 10 * learning_seed, name="test")
     scorer = mr.load(trained / "run" / "model", device="cpu")
     metrics = evaluate(scorer, read_records(test))
+    record_property("training.colour.heldout_accuracy", metrics["pairs"]["accuracy"])
     assert metrics["pairs"]["accuracy"] >= 0.9, metrics
 
 
@@ -176,9 +181,15 @@ def test_rankings_train_and_validate_with_plackett_luce(tmp_path: Path):
     from mmreward.training import RewardDataModule, RewardModule
     from tests.core_helpers import tiny_reward_model
 
-    pairs = [json.loads(x) for x in write_colour_world(tmp_path, 12, seed=4, name="r").read_text().splitlines()]
+    pairs = [
+        json.loads(x) for x in write_colour_world(tmp_path, 12, seed=4, name="r").read_text().splitlines()
+    ]
     rankings = [
-        {"prompt": p["prompt"], "candidates": [p["rejected"], p["chosen"], q["rejected"]], "ranking": [1, 0, 2]}
+        {
+            "prompt": p["prompt"],
+            "candidates": [p["rejected"], p["chosen"], q["rejected"]],
+            "ranking": [1, 0, 2],
+        }
         for p, q in zip(pairs, pairs[1:] + pairs[:1])
     ]
     path = tmp_path / "rankings.jsonl"
@@ -189,7 +200,17 @@ def test_rankings_train_and_validate_with_plackett_luce(tmp_path: Path):
         def on_validation_end(self, trainer, module):
             seen.update({k: float(v) for k, v in trainer.callback_metrics.items()})
 
-    trainer = L.Trainer(accelerator="cpu", max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False, callbacks=[Capture()])
-    trainer.fit(RewardModule(tiny_reward_model()), datamodule=RewardDataModule(train=str(path), val=str(path), batch_size=4))
+    trainer = L.Trainer(
+        accelerator="cpu",
+        max_epochs=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        callbacks=[Capture()],
+    )
+    trainer.fit(
+        RewardModule(tiny_reward_model()),
+        datamodule=RewardDataModule(train=str(path), val=str(path), batch_size=4),
+    )
     assert 0.0 <= seen["val/ranking_accuracy"] <= 1.0 and seen["val/metric"] == seen["val/ranking_accuracy"]
     assert seen["train/plackett_luce"] > 0
