@@ -23,6 +23,9 @@ from mmreward.data.records import read_records
 from mmreward.types import Sample
 from modalities.actions import ActionEncoder
 from tests.robotics_helpers import (
+    EVAL_CANDIDATES,
+    EVAL_SEEDS,
+    EVAL_STEPS,
     cloth_world,
     episode_results,
     held_out_pair_accuracy,
@@ -62,7 +65,12 @@ def test_reward_model_selection_beats_random_and_closes_the_oracle_gap(tmp_path:
     png = plot_coverage(results, tmp_path / "coverage.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     report = selector.latency()
-    assert report.decisions == 3 * 8 and report.candidates == 3 * 8 * 8 and report.total_ms > 0
+    decisions = EVAL_STEPS * len(EVAL_SEEDS)
+    assert (
+        report.decisions == decisions
+        and report.candidates == decisions * EVAL_CANDIDATES
+        and report.total_ms > 0
+    )
 
 
 def test_scores_ignore_point_order_and_candidate_order():

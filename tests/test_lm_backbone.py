@@ -60,7 +60,8 @@ def test_text_reward_model_learns_the_echo_world_and_reloads(
     after = pair_accuracy(scorer, test)
     record_property("lm.echo.untrained_accuracy", before)
     record_property("lm.echo.heldout_accuracy", after)
-    assert before < 0.65 and after > 0.75, (before, after)
+    # bars at the seed sweep's mean -/+ 3 sd (docs/learning-figures.md): after 0.854 +- 0.042, before 0.523 +- 0.048
+    assert before < 0.68 and after > 0.72, (before, after)
     scorer.save_pretrained(tmp_path / "model")
     reloaded = mr.load(tmp_path / "model", device="cpu", batch_size=100)
     samples = [p.chosen for p in test[:20]] + [p.rejected for p in test[:20]]

