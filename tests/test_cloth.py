@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from integrations.robotics.cloth_data import TABLE_SYMMETRIES, ClothPreferenceWorld, transform_action
+from integrations.robotics.cloth_data import ClothPreferenceWorld
 from integrations.robotics.cloth_env import ClothEnv
 from mmreward.data.records import read_records
 from mmreward.types import Preference, Ranking
@@ -129,41 +129,3 @@ def test_world_pairs_respect_the_gap(tmp_path: Path):
     for pair in pairs:
         win, lose = (int(i) for i in pair["id"].split("-")[-2:])
         assert coverage[win] - coverage[lose] >= world.min_gap
-
-
-def test_table_symmetries_give_the_same_coverage_on_a_symmetric_start(env: ClothEnv):
-    """The augmentation's premise: rotating or mirroring state and action about the table centre
-    leaves the coverage unchanged (shown from the flat cloth, which every symmetry maps onto itself)."""
-    action = {"primitive": "pick_place", "pick": [0.07, 0.02], "place": [0.2, 0.1]}
-    moved = [transform_action(action, m) for m in TABLE_SYMMETRIES]
-    coverage = env.simulate(env.reset_flat(), moved)
-    assert coverage.max() - coverage.min() < 0.01, coverage
-    assert coverage.mean() < 0.97  # the action did change the cloth: the check is not vacuous
-
-
-def test_world_writes_training_steps_under_the_table_symmetries(tmp_path: Path):
-    plain = ClothPreferenceWorld(
-        episodes={"train": 1, "test": 1}, steps=1, candidates=5, num_points=64, train_format="pairs"
-    )
-    augmented = ClothPreferenceWorld(
-        episodes={"train": 1, "test": 1},
-        steps=1,
-        candidates=5,
-        num_points=64,
-        train_format="pairs",
-        symmetries=4,
-    )
-    base, more = plain.write(tmp_path / "plain"), augmented.write(tmp_path / "aug")
-    train, train4 = read_records(base["train"]), read_records(more["train"])
-    assert len(train4) == 4 * len(train) > 0
-    assert len(read_records(more["test"])) == len(
-        read_records(base["test"])
-    )  # held-out data stays as simulated
-    quarter = [p for p in train4 if p.id.endswith("-s1")]
-    for original, turned in zip(train, quarter):
-        cloud, cloud_turned = np.load(original.chosen.point_cloud), np.load(turned.chosen.point_cloud)
-        np.testing.assert_allclose(cloud_turned[:, :2], cloud[:, :2] @ TABLE_SYMMETRIES[1].T, atol=1e-6)
-        np.testing.assert_allclose(cloud_turned[:, 2], cloud[:, 2])
-        assert turned.chosen.action == transform_action(original.chosen.action, TABLE_SYMMETRIES[1])
-    with pytest.raises(ValueError, match="symmetries"):
-        ClothPreferenceWorld(symmetries=5)

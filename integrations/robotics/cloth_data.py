@@ -26,26 +26,6 @@ from mmreward.configurable import Configurable, to_config
 
 PROMPT = "flatten the cloth"
 SPLIT_OFFSETS = {"train": 0, "val": 10_000, "test": 20_000}
-TABLE_SYMMETRIES = [
-    np.array(m, dtype=np.float64)
-    for m in ([[1, 0], [0, 1]], [[-1, 0], [0, -1]], [[0, 1], [1, 0]], [[0, -1], [-1, 0]])
-]
-"""The symmetries about the table centre that the simulated cloth respects: identity, the half
-turn and the two diagonal mirrors. The quarter turns and the axis mirrors are left out: on the
-flat cloth they change the coverage of the same move by up to 0.16 (measured; the mesh's
-triangles all run along one diagonal, the likely cause), while these four agree within 0.01
-(``tests/test_cloth.py``)."""
-
-
-def transform_action(action: dict[str, Any], matrix: np.ndarray) -> dict[str, Any]:
-    """``action`` with every point and direction mapped by the 2x2 table symmetry ``matrix``."""
-    out = dict(action)
-    for key in ("pick", "place", "direction"):
-        if key in action:
-            out[key] = (matrix @ np.asarray(action[key], dtype=np.float64)).tolist()
-    if "grasps" in action:
-        out["grasps"] = [(matrix @ np.asarray(g, dtype=np.float64)).tolist() for g in action["grasps"]]
-    return out
 
 
 class ClothPreferenceWorld(Configurable):
@@ -64,11 +44,6 @@ class ClothPreferenceWorld(Configurable):
         train_format: ``"ranking"`` writes one ranking of K candidates per step (Plackett-Luce);
             ``"pairs"`` writes every pair above ``min_gap`` (Bradley-Terry). Other splits get pairs.
         seed: Base seed; episode ``e`` of a split starts from seed ``seed * 100_003 + offset + e``.
-        symmetries: How many of the table symmetries the cloth respects (``TABLE_SYMMETRIES``, up to 4) each training
-            step is also written under: the cloud and the actions rotated or mirrored about the
-            table centre, with the coverages simulated for the original (the table, the cloth's
-            mesh and gravity share those symmetries). 1 writes the simulated steps only; other
-            splits are never augmented.
     """
 
     def __init__(
@@ -82,10 +57,7 @@ class ClothPreferenceWorld(Configurable):
         min_gap: float = 0.05,
         train_format: Literal["ranking", "pairs"] = "ranking",
         seed: int = 0,
-        symmetries: int = 1,
     ) -> None:
-        if not 1 <= symmetries <= len(TABLE_SYMMETRIES):
-            raise ValueError(f"symmetries must be between 1 and {len(TABLE_SYMMETRIES)}; got {symmetries}.")
         self.env = env if env is not None else ClothEnv()
         self.sampler = sampler if sampler is not None else RandomPrimitiveSampler(workspace=self.env.bounds)
         self.episodes = dict(episodes) if episodes is not None else {"train": 16, "val": 4, "test": 4}
@@ -96,7 +68,6 @@ class ClothPreferenceWorld(Configurable):
             )
         self.steps, self.candidates, self.num_points = steps, candidates, num_points
         self.min_gap, self.train_format, self.seed = min_gap, train_format, seed
-        self.symmetries = symmetries
 
     def episode_seed(self, split: str, episode: int) -> int:
         """The simulator seed of an episode."""
@@ -118,8 +89,7 @@ class ClothPreferenceWorld(Configurable):
                 steps = self.rollout(split, episode, root)
                 log[split].append([{"coverage": s["coverage"], "scene": s["scene"]} for s in steps])
                 for step in steps:
-                    for view in self.views(split, step, root):
-                        records += self.records(split, view)
+                    records += self.records(split, step)
             with paths[split].open("w") as fh:
                 fh.writelines(json.dumps(r) + "\n" for r in records)
         (root / "episodes.json").write_text(json.dumps(log))
@@ -149,21 +119,6 @@ class ClothPreferenceWorld(Configurable):
             env.step(actions[int(np.argmax(coverage))])
             state = env.state()
         return out
-
-    def views(self, split: str, step: dict[str, Any], root: Path) -> list[dict[str, Any]]:
-        """The step as simulated and, for training, under the first ``symmetries`` table symmetries."""
-        if split != "train" or self.symmetries == 1:
-            return [step]
-        cloud = np.load(root / step["scene"])
-        views = [step]
-        for k, matrix in enumerate(TABLE_SYMMETRIES[1 : self.symmetries], start=1):
-            moved = cloud.copy()
-            moved[:, :2] = cloud[:, :2] @ matrix.T.astype(cloud.dtype)
-            scene = step["scene"].replace(".npy", f"-s{k}.npy")
-            np.save(root / scene, moved)
-            actions = [transform_action(a, matrix) for a in step["actions"]]
-            views.append({**step, "scene": scene, "actions": actions, "id": f"{step['id']}-s{k}"})
-        return views
 
     def records(self, split: str, step: dict[str, Any]) -> list[dict[str, Any]]:
         """Canonical records of one step: a ranking, or the pairs whose coverages differ enough."""
