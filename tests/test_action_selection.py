@@ -70,8 +70,8 @@ def test_reward_model_selection_beats_random_and_closes_the_oracle_gap(tmp_path:
     results, selector = episode_results()
     summary = compare(results)
     rm, rnd, orc = (summary[k]["final_coverage"] for k in ("reward_model", "random", "oracle"))
-    # paired over the same 32 crumpled starts: the margin is at least two standard errors
-    assert summary["margin_over_random"] > 2 * summary["margin_over_random_sem"], summary
+    # paired over the same 32 crumpled starts; 0.098 +- 0.018 over seeds (docs/learning-figures.md)
+    assert summary["margin_over_random"] > 0.04, summary
     assert rm > rnd and orc >= rm - 0.02
     assert summary["oracle_gap_closed"] > 0.2, summary
     png = plot_coverage(results, tmp_path / "coverage.png")
