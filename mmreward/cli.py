@@ -6,6 +6,7 @@ import argparse
 import difflib
 import json
 import sys
+from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
 
 LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
@@ -17,6 +18,7 @@ commands:
   eval    --model DIR --data FILE [--format NAME] [--output METRICS.json]
   demo    [--task NAME] [--output DIR]
 """
+TRUST_HELP = "build any class the model's config names (only for a model folder you trust)"
 
 
 def export_trained(trainer, module) -> Path | None:
@@ -90,11 +92,12 @@ def _score(argv: list[str]) -> int:
     parser.add_argument(
         "--skip-bad", action="store_true", help="warn about and count bad records instead of stopping"
     )
+    parser.add_argument("--trust-config", action="store_true", help=TRUST_HELP)
     args = parser.parse_args(argv)
     from mmreward.batch_scoring import score_file
     from mmreward.scoring import load
 
-    scorer = load(args.model, device=args.device, batch_size=args.batch_size)
+    scorer = load(args.model, device=args.device, batch_size=args.batch_size, trust_config=args.trust_config)
     counts = score_file(scorer, args.input, args.output, args.resume, args.skip_bad, args.format)
     print(json.dumps(counts))
     return 0
@@ -113,13 +116,14 @@ def _eval(argv: list[str]) -> int:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--device", default=None)
     parser.add_argument("--skip-bad", action="store_true")
+    parser.add_argument("--trust-config", action="store_true", help=TRUST_HELP)
     args = parser.parse_args(argv)
     from mmreward.data.records import read_records
     from mmreward.evaluation import evaluate
     from mmreward.report import write_metrics
     from mmreward.scoring import load
 
-    scorer = load(args.model, device=args.device, batch_size=args.batch_size)
+    scorer = load(args.model, device=args.device, batch_size=args.batch_size, trust_config=args.trust_config)
     metrics = evaluate(scorer, read_records(args.data, args.format, skip_bad=args.skip_bad))
     if args.output:
         write_metrics(args.output, metrics)
@@ -127,21 +131,36 @@ def _eval(argv: list[str]) -> int:
     return 0
 
 
-def _demo(argv: list[str]) -> int:
-    from mmreward.configurable import import_path
-    from mmreward.demos import DEMOS
+DEMO_GROUP = "mmreward.demos"
 
+
+def find_demos() -> dict[str, EntryPoint]:
+    """The demos installed in the ``mmreward.demos`` entry-point group, by task name.
+
+    The core never imports a demo's package: ``pyproject.toml`` names each ``run`` function, and
+    any installed distribution can add its own.
+    """
+    return {ep.name: ep for ep in entry_points(group=DEMO_GROUP)}
+
+
+def _demo(argv: list[str]) -> int:
+    demos = find_demos()
     parser = argparse.ArgumentParser(
         prog="mmreward demo", description="Run a task's main job on its embedded default."
     )
-    parser.add_argument("--task", default="t2i", help=f"one of: {', '.join(DEMOS)}")
+    parser.add_argument("--task", default="t2i", help=f"one of: {', '.join(sorted(demos))}")
     parser.add_argument("--output", default="demo", help="folder for metrics.json and report.html")
     args = parser.parse_args(argv)
-    if args.task not in DEMOS:
-        close = difflib.get_close_matches(args.task, DEMOS, n=1)
+    if not demos:
+        parser.error(
+            f"no demos are installed (entry-point group {DEMO_GROUP!r} is empty); "
+            "reinstall the package with `pip install -e .`."
+        )
+    if args.task not in demos:
+        close = difflib.get_close_matches(args.task, demos, n=1)
         hint = f" Did you mean {close[0]!r}?" if close else ""
-        parser.error(f"unknown task {args.task!r}.{hint} Available: {', '.join(DEMOS)}.")
-    metrics = import_path(DEMOS[args.task])(Path(args.output))
+        parser.error(f"unknown task {args.task!r}.{hint} Available: {', '.join(sorted(demos))}.")
+    metrics = demos[args.task].load()(Path(args.output))
     print(json.dumps(metrics, indent=2, default=str))
     return 0
 

@@ -112,23 +112,104 @@ def import_path(path: str) -> Any:
     return getattr(module, attr)
 
 
-def instantiate(spec: Any, root: str | Path | None = None) -> Any:
+ALLOWED_PREFIXES = (
+    "mmreward",
+    "modalities",
+    "judges",
+    "integrations",
+    "torch.nn",
+    "torch.optim",
+    "open_clip",
+    "transformers",
+    "peft",
+    "diffusers",
+    "lightning",
+)
+"""Packages whose classes a config may name without ``trust_config``: the project's own, torch's
+modules and optimizers, and the libraries the project builds on. Anything else (``os.system``,
+``subprocess.Popen``) could run code on load, so it needs the user's explicit trust."""
+
+
+class UntrustedConfigError(ValueError):
+    """A config names something that ``instantiate`` builds only with ``trust=True``."""
+
+
+def _allowed(path: str) -> bool:
+    return any(path == p or path.startswith(p + ".") for p in ALLOWED_PREFIXES)
+
+
+def check_class_path(path: Any, trust: bool = False, source: str = "config") -> None:
+    """Refuse a ``class_path`` outside ``ALLOWED_PREFIXES`` before anything is imported.
+
+    Raises:
+        UntrustedConfigError: naming the class path, the file and the way to allow it.
+    """
+    if not isinstance(path, str):
+        raise TypeError(f"{source}: class_path must be a dotted string; got {type(path).__name__} {path!r}.")
+    if trust or _allowed(path):
+        return
+    raise UntrustedConfigError(
+        f"{source}: refused class_path {path!r}: it is outside the packages a model folder may name "
+        f"({', '.join(ALLOWED_PREFIXES)}), and building it could run arbitrary code. "
+        "If you wrote this config or trust whoever did, load it with trust_config=True (CLI: --trust-config)."
+    )
+
+
+def _build(spec: dict[str, Any], root: str | Path | None, trust: bool, source: str) -> Any:
+    path = spec["class_path"]
+    check_class_path(path, trust, source)
+    init_args = spec.get("init_args") or {}
+    if not isinstance(init_args, dict):
+        raise TypeError(f"{source}: init_args of {path!r} must be an object; got {type(init_args).__name__}.")
+    cls = import_path(path)
+    if not trust:
+        if not inspect.isclass(cls) or not _allowed(cls.__module__):
+            what = "a class" if inspect.isclass(cls) else type(cls).__name__
+            raise UntrustedConfigError(
+                f"{source}: refused class_path {path!r}: it names {what} defined in "
+                f"{getattr(cls, '__module__', '?')!r}, not a class of an allowed package. "
+                "If you trust this config, load it with trust_config=True (CLI: --trust-config)."
+            )
+        if init_args.get("trust_remote_code"):
+            raise UntrustedConfigError(
+                f"{source}: {path!r} asks for trust_remote_code=True, which runs the checkpoint's own code. "
+                "If you trust it, load with trust_config=True (CLI: --trust-config)."
+            )
+    kwargs = {k: instantiate(v, root, trust, source) for k, v in init_args.items()}
+    return cls(**kwargs)
+
+
+def instantiate(
+    spec: Any, root: str | Path | None = None, trust: bool = False, source: str = "config"
+) -> Any:
     """Build what a config describes: dicts with ``class_path`` become objects, recursively.
+
+    Only classes of ``ALLOWED_PREFIXES`` are built unless ``trust`` is set: a model folder is data,
+    and loading it must not run code it names.
 
     Args:
         spec: A ``{"class_path", "init_args"}`` dict, or any JSON value holding such dicts.
         root: The folder that ``{"asset": path}`` markers are relative to.
+        trust: Build any importable callable the config names (only for configs you trust).
+        source: Where the config came from, for error messages.
+
+    Raises:
+        UntrustedConfigError: a class path outside the allow-list, without ``trust``.
     """
     if isinstance(spec, dict):
         if set(spec) == {"asset"}:
             if root is None:
                 raise ValueError(f"Config names an asset {spec['asset']!r} but no model folder was given.")
-            return str(Path(root) / spec["asset"])
+            asset = Path(root) / str(spec["asset"])
+            if not asset.resolve().is_relative_to(Path(root).resolve()):
+                raise UntrustedConfigError(
+                    f"{source}: asset {spec['asset']!r} points outside the model folder {str(root)!r}; "
+                    "assets must be files inside the folder."
+                )
+            return str(asset)
         if "class_path" in spec:
-            cls = import_path(spec["class_path"])
-            kwargs = {k: instantiate(v, root) for k, v in (spec.get("init_args") or {}).items()}
-            return cls(**kwargs)
-        return {k: instantiate(v, root) for k, v in spec.items()}
+            return _build(spec, root, trust, source)
+        return {k: instantiate(v, root, trust, source) for k, v in spec.items()}
     if isinstance(spec, list):
-        return [instantiate(v, root) for v in spec]
+        return [instantiate(v, root, trust, source) for v in spec]
     return spec

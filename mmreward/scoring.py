@@ -245,7 +245,7 @@ def _revision(path: Path) -> str:
     return digest.hexdigest()[:12]
 
 
-def _load_dir(directory: Path, **scorer_args: Any) -> Scorer:
+def _load_dir(directory: Path, trust_config: bool = False, **scorer_args: Any) -> Scorer:
     from safetensors.torch import load_model
 
     config_path = directory / CONFIG_NAME
@@ -253,28 +253,32 @@ def _load_dir(directory: Path, **scorer_args: Any) -> Scorer:
         raise FileNotFoundError(
             f"{str(directory)!r} has no {CONFIG_NAME}; pass a folder written by save_pretrained or a .ckpt."
         )
-    config = json.loads(config_path.read_text())
-    if config.get("format") != "mmreward":
+    try:
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"{config_path} is not a readable JSON config ({err}); re-save the model.") from err
+    if not isinstance(config, dict) or config.get("format") != "mmreward":
         raise ValueError(f'{config_path} is not an mmreward model config (no "format": "mmreward").')
-    model = instantiate(config["model"], root=directory)
+    build = {"root": directory, "trust": trust_config, "source": str(config_path)}
+    model = instantiate(config["model"], **build)
     load_model(model, str(directory / WEIGHTS_NAME), strict=True)
     metadata = {**config.get("metadata", {}), "revision": _revision(directory / WEIGHTS_NAME)}
     return Scorer(
         model,
-        transform=instantiate(config.get("transform"), root=directory),
-        calibration=instantiate(config.get("calibration"), root=directory),
+        transform=instantiate(config.get("transform"), **build),
+        calibration=instantiate(config.get("calibration"), **build),
         metadata=metadata,
         **scorer_args,
     )
 
 
-def _load_ckpt(path: Path, **scorer_args: Any) -> Scorer:
+def _load_ckpt(path: Path, trust_config: bool = False, **scorer_args: Any) -> Scorer:
     checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     if "mmreward" not in checkpoint:
         raise ValueError(
             f"{path} was not written by mmreward's RewardModule (no 'mmreward' entry); cannot rebuild it."
         )
-    model = instantiate(checkpoint["mmreward"]["model"])
+    model = instantiate(checkpoint["mmreward"]["model"], trust=trust_config, source=str(path))
     state = {
         k.removeprefix("model."): v for k, v in checkpoint["state_dict"].items() if k.startswith("model.")
     }
@@ -289,6 +293,7 @@ def load(
     device: str | torch.device | None = None,
     batch_size: int = 32,
     dtype: torch.dtype | None = None,
+    trust_config: bool = False,
 ) -> Scorer:
     """Load a reward model saved by ``Scorer.save_pretrained`` (a folder) or by training (a ``.ckpt``).
 
@@ -297,6 +302,8 @@ def load(
         device: Where to run; default CUDA when present.
         batch_size: Samples per forward.
         dtype: Autocast dtype (default bf16 on capable GPUs, fp32 elsewhere).
+        trust_config: Build any class the config names. By default only classes of the packages in
+            ``mmreward.configurable.ALLOWED_PREFIXES`` are built, so a downloaded folder runs no code.
     """
     path = Path(path)
     if not path.exists():
@@ -304,4 +311,5 @@ def load(
             f"No model at {str(path)!r}: pass a folder from save_pretrained or a .ckpt file."
         )
     args = {"device": device, "batch_size": batch_size, "dtype": dtype}
-    return _load_ckpt(path, **args) if path.is_file() else _load_dir(path, **args)
+    load_from = _load_ckpt if path.is_file() else _load_dir
+    return load_from(path, trust_config=trust_config, **args)
