@@ -20,10 +20,10 @@ from pathlib import Path
 
 import torch
 
+from integrations.demos.judge import QUICKSTART
 from judges.backends import TransformersBackend
 from judges.critique import CritiqueJudge
 from judges.critique_data import read_examples
-from judges.demo import QUICKSTART
 from judges.evaluation import evaluate_critique_judge
 from judges.scaling import ScaledJudge
 from mmreward.metrics import correlations
@@ -53,7 +53,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     run = args.run
     if run is None:
-        from judges.demo import train_quickstart
+        from integrations.demos.judge import train_quickstart
 
         run = train_quickstart(Path("benchmarks/out/judge-run"))
     examples = read_examples(run / "data" / "test.jsonl")[: args.n]

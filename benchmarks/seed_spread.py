@@ -32,7 +32,7 @@ def _seeded(seed: int) -> tuple[str, ...]:
 
 
 def t2i(seed: int, out: Path) -> dict:
-    from mmreward.demo_t2i import run
+    from integrations.demos.t2i import run
 
     m = run(out, extra_args=_seeded(seed))
     by_kind = m["heldout_accuracy_by_corruption"]
@@ -69,7 +69,7 @@ def edit(seed: int, out: Path) -> dict:
 
 
 def judge(seed: int, out: Path) -> dict:
-    from judges.demo import train_quickstart, write_report
+    from integrations.demos.judge import train_quickstart, write_report
 
     m = write_report(train_quickstart(out / "run", seed=seed), out)
     t, u = m["trained"], m["untrained"]

@@ -80,7 +80,7 @@ def trained_judge(root: Path) -> Path:
     if "run" not in _TRAINED:
         import torch
 
-        from judges.demo import train_quickstart
+        from integrations.demos.judge import train_quickstart
 
         threads = torch.get_num_threads()
         torch.set_num_threads(1)  # a tiny model on a shared CPU: extra threads only contend

@@ -11,11 +11,11 @@ import pytest
 pytest.importorskip("transformers")
 pytest.importorskip("fastapi")
 
+from integrations.demos.judge import QUICKSTART  # noqa: E402
 from integrations.serving.openai_server import create_app, serve_in_thread  # noqa: E402
 from judges.backends import OpenAIBackend, SamplingParams, TransformersBackend  # noqa: E402
 from judges.critique import CritiqueJudge  # noqa: E402
 from judges.critique_data import read_examples  # noqa: E402
-from judges.demo import QUICKSTART  # noqa: E402
 from judges.evaluation import evaluate_critique_judge  # noqa: E402
 from judges.scaling import ScaledJudge  # noqa: E402
 from tests.judge_helpers import trained_judge  # noqa: E402
@@ -123,7 +123,7 @@ def test_quickstart_config_fits_and_exports_through_the_cli(tmp_path):
 def test_demo_report_writes_metrics_and_an_html_page_with_images(run, tmp_path):
     import json
 
-    from judges.demo import write_report
+    from integrations.demos.judge import write_report
 
     metrics = write_report(run, tmp_path)
     saved = json.loads((tmp_path / "metrics.json").read_text())

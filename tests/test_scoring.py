@@ -59,12 +59,13 @@ def test_saved_folder_records_a_revision_and_reloads_without_the_hub(tmp_path: P
 
 
 def test_every_demo_task_names_a_function_that_exists():
-    from mmreward.configurable import import_path
-    from mmreward.demos import DEMOS
+    from mmreward.cli import find_demos
 
-    assert {"t2i", "video", "edit", "judge", "cloth"} <= set(DEMOS)
-    for task, path in DEMOS.items():
-        assert callable(import_path(path)), task
+    demos = find_demos()
+    assert {"t2i", "video", "edit", "judge", "cloth"} <= set(demos)
+    for task, entry in demos.items():
+        assert entry.value.startswith("integrations.demos."), task  # demos live in the top layer
+        assert callable(entry.load()), task
 
 
 def test_unknown_demo_task_gets_a_close_match(capsys):

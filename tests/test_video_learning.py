@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from mmreward.cli import find_demos
 from mmreward.data.records import read_records
-from mmreward.demos import DEMOS
 from mmreward.scoring import load
 
 
@@ -66,7 +66,7 @@ def test_video_demo_writes_metrics_and_a_report_with_frames(video_demo):
     assert saved["heldout_accuracy"] == pytest.approx(metrics["heldout_accuracy"])
     report = (out / "report.html").read_text()
     assert report.count("data:image/png;base64") >= 12 and "physics" in report
-    assert DEMOS["video"] == "integrations.demos.video.run"
+    assert find_demos()["video"].value == "integrations.demos.video:run"
 
 
 def _checkpoint(run: Path) -> Path:
@@ -105,4 +105,4 @@ def test_edit_demo_report_and_reload(edit_demo):
     exported = load(out / "run" / "model", device="cpu").forward(samples).score
     trained = load(_checkpoint(out / "run"), device="cpu").forward(samples).score
     torch.testing.assert_close(exported, trained)
-    assert DEMOS["edit"] == "integrations.demos.edit.run"
+    assert find_demos()["edit"].value == "integrations.demos.edit:run"

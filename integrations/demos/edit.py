@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from integrations.demos.quickstart import fit_quickstart
 from mmreward.data.records import read_records
-from mmreward.demos import fit_quickstart
 from mmreward.metrics import correlations
 from mmreward.report import figure, metrics_table, write_html, write_metrics
 from mmreward.types import Rating

@@ -1,8 +1,9 @@
-"""The demos behind ``mmreward demo --task NAME``: one explicit dict of import paths, and the
-fit-then-load step they share.
+"""The fit-then-load step the quick-start demos share.
 
-Each entry is a function ``run(output: Path) -> dict`` that runs the task's main job on its
-embedded default, writes ``output/metrics.json`` and ``output/report.html``, and returns the metrics.
+``mmreward demo --task NAME`` finds its demos in the ``mmreward.demos`` entry-point group of
+``pyproject.toml``; each is a function ``run(output: Path) -> dict`` that runs the task's main job
+on its embedded default, writes ``output/metrics.json`` and ``output/report.html``, and returns the
+metrics.
 """
 
 from __future__ import annotations
@@ -11,14 +12,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-DEMOS: dict[str, str] = {
-    "t2i": "mmreward.demo_t2i.run",
-    "video": "integrations.demos.video.run",
-    "edit": "integrations.demos.edit.run",
-    "judge": "judges.demo.run",
-    "cloth": "integrations.robotics.demo.run",
-}
 
 
 @dataclass

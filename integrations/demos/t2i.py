@@ -15,14 +15,14 @@ from typing import Any
 
 import numpy as np
 
+from integrations.demos.quickstart import fit_quickstart
 from mmreward.data.records import read_records
-from mmreward.demos import fit_quickstart
 from mmreward.evaluation import evaluate
 from mmreward.metrics import pairwise_accuracy
 from mmreward.report import figure, metrics_table, write_html, write_metrics
 from mmreward.types import Preference, Sample
 
-CONFIG = Path(__file__).resolve().parents[1] / "configs" / "quickstart" / "t2i.yaml"
+CONFIG = Path(__file__).resolve().parents[2] / "configs" / "quickstart" / "t2i.yaml"
 QUALITY_KINDS = ("blur", "noise", "jpeg")
 
 

@@ -17,8 +17,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from integrations.demos.quickstart import fit_quickstart
 from mmreward.data.records import read_records
-from mmreward.demos import fit_quickstart
 from mmreward.metrics import correlations, pairwise_accuracy
 from mmreward.report import figure, metrics_table, write_html, write_metrics
 from mmreward.types import Preference, Rating, Sample

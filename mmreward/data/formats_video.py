@@ -24,7 +24,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from mmreward.data.records import iter_raw, write_jsonl
+from mmreward.data.files import iter_raw, write_jsonl
 
 Converter = Callable[[dict[str, Any]], list[dict[str, Any]]]
 
