@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from mmreward.data.records import FieldMap, Record, RecordError, iter_raw, read_records
+from mmreward.data.records import FieldMap, Record, RecordError, read_records
+from mmreward.data.validation import BadRecord, bad_record
 from mmreward.evaluation import flatten
 from mmreward.types import Preference, Ranking, RewardOutput
 
@@ -50,12 +52,15 @@ def score_file(
     skip_bad: bool = False,
     field_map: FieldMap = None,
     progress: bool = True,
+    media_root: str | Path | None = None,
 ) -> dict[str, int]:
     """Score every record of ``input_path`` and append one JSON line per record to ``output_path``.
 
     Each output line holds the input ``line`` and ``id`` and the ``RewardOutput`` fields (for a
     preference, ``chosen`` and ``rejected``; for a ranking, ``candidates``). Lines are flushed per
     batch, so an interrupted run keeps what it scored; ``resume`` skips input lines already there.
+    With ``skip_bad``, every record left out (a bad line, field or media file) is counted and named,
+    with its error, in ``bad_path(output_path)``, rewritten on each run.
 
     Returns:
         Counts: ``scored``, ``skipped_done`` (resume) and ``bad``.
@@ -66,22 +71,21 @@ def score_file(
     done = _done_lines(output_path) if resume else set()
     if not resume and output_path.exists():
         output_path.unlink()
-    records = read_records(input_path, field_map, skip_bad=skip_bad)
+    bad: list[BadRecord] = []
+    records = read_records(input_path, field_map, skip_bad=skip_bad, media_root=media_root, bad_records=bad)
     todo = [r for r in records if r_line(r) not in done]
-    counts = {
-        "scored": 0,
-        "skipped_done": len(records) - len(todo),
-        "bad": _count_lines(input_path) - len(records),
-    }
+    counts = {"scored": 0, "skipped_done": len(records) - len(todo), "bad": len(bad)}
     output_path.parent.mkdir(parents=True, exist_ok=True)
     provenance_written = False
     with (
         output_path.open("a") as handle,
+        bad_path(output_path).open("w") if skip_bad else contextlib.nullcontext() as bad_handle,
         tqdm(total=len(todo), disable=not progress, desc="scoring", unit="rec") as bar,
     ):
         for start in range(0, len(todo), scorer.batch_size):
             chunk = todo[start : start + scorer.batch_size]
-            for record, outputs in _score_chunk(scorer, chunk, skip_bad, counts):
+            _write_bad(bad_handle, bad)
+            for record, outputs in _score_chunk(scorer, chunk, skip_bad, counts, bad):
                 line = {"line": r_line(record), "id": record.id, **_result(record, outputs)}
                 if not provenance_written:
                     line["provenance"] = outputs[0].provenance
@@ -90,7 +94,21 @@ def score_file(
                 counts["scored"] += 1
             handle.flush()
             bar.update(len(chunk))
+        _write_bad(bad_handle, bad)
     return counts
+
+
+def _write_bad(handle: Any, bad: list[BadRecord]) -> None:
+    if handle is not None:
+        handle.writelines(item.to_json() + "\n" for item in bad)
+        handle.flush()
+    bad.clear()
+
+
+def bad_path(output_path: str | Path) -> Path:
+    """Where a ``--skip-bad`` run names the records it left out: ``scores.jsonl`` -> ``scores.bad.jsonl``."""
+    output_path = Path(output_path)
+    return output_path.with_name(output_path.stem + ".bad.jsonl")
 
 
 def r_line(record: Record) -> int:
@@ -105,11 +123,7 @@ def r_line(record: Record) -> int:
     return int(sample.meta.get("line", -1))
 
 
-def _count_lines(path: Path) -> int:
-    return sum(1 for _ in iter_raw(path))
-
-
-def _score_chunk(scorer, chunk: list[Record], skip_bad: bool, counts: dict[str, int]):
+def _score_chunk(scorer, chunk: list[Record], skip_bad: bool, counts: dict[str, int], bad: list[BadRecord]):
     """Score a chunk in one batch; when it fails and ``skip_bad`` is on, find the bad records one by one."""
     samples, spans = flatten(chunk)
     try:
@@ -125,5 +139,7 @@ def _score_chunk(scorer, chunk: list[Record], skip_bad: bool, counts: dict[str, 
             good.append((record, scorer.score_samples(samples[span])))
         except (FileNotFoundError, ValueError, TypeError, OSError) as err:
             counts["bad"] += 1
+            first = samples[span][0].meta
+            bad.append(bad_record(first.get("source", "?"), r_line(record), record.id, err))
             logger.warning("Skipped a bad record: %s", err)
     return good

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import difflib
 import json
+import os
 import sys
 from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
@@ -93,12 +94,23 @@ def _score(argv: list[str]) -> int:
         "--skip-bad", action="store_true", help="warn about and count bad records instead of stopping"
     )
     parser.add_argument("--trust-config", action="store_true", help=TRUST_HELP)
+    parser.add_argument("--media-root", default=None, help="refuse media paths that resolve outside DIR")
+    parser.add_argument("--max-pixels", type=int, default=None, help="refuse images with more pixels")
     args = parser.parse_args(argv)
-    from mmreward.batch_scoring import score_file
+    from mmreward.batch_scoring import bad_path, score_file
+    from mmreward.data.validation import set_media_policy
     from mmreward.scoring import load
 
+    set_media_policy(
+        media_root=args.media_root, **({"max_pixels": args.max_pixels} if args.max_pixels else {})
+    )
     scorer = load(args.model, device=args.device, batch_size=args.batch_size, trust_config=args.trust_config)
     counts = score_file(scorer, args.input, args.output, args.resume, args.skip_bad, args.format)
+    if counts["bad"]:
+        print(
+            f"mmreward score: skipped {counts['bad']} bad record(s), named in {bad_path(args.output)}",
+            file=sys.stderr,
+        )
     print(json.dumps(counts))
     return 0
 
@@ -166,8 +178,24 @@ def _demo(argv: list[str]) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``mmreward`` console script."""
-    argv = list(sys.argv[1:] if argv is None else argv)
+    """Entry point of the ``mmreward`` console script.
+
+    Run as the command (no ``argv``), a failure prints its message, not a traceback, and exits 1;
+    ``MMREWARD_TRACEBACK=1`` shows the traceback. Called with ``argv`` (from Python), it raises.
+    """
+    if argv is not None:
+        return _main(list(argv))
+    try:
+        return _main(sys.argv[1:])
+    except Exception as err:  # the user gets the message (file, line, field), not our stack
+        if os.environ.get("MMREWARD_TRACEBACK"):
+            raise
+        command = sys.argv[1] if len(sys.argv) > 1 else ""
+        print(f"mmreward {command}: {type(err).__name__}: {err}", file=sys.stderr)
+        return 1
+
+
+def _main(argv: list[str]) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         print(USAGE)
         return 0

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from mmreward.configurable import instantiate, to_config
+from mmreward.guards import check_scores
 from mmreward.types import HeadOutput, RewardOutput, Sample
 
 FORMAT_VERSION = 1
@@ -95,6 +96,8 @@ class Scorer:
                     self.model.collate(list(samples[start : start + self.batch_size])), self.device
                 )
                 parts.append(self.model(inputs))
+                for name in ("score", "aspects", "log_sigma"):  # fail fast, naming the record
+                    check_scores(name, getattr(parts[-1], name), samples, start)
         return HeadOutput(
             score=torch.cat([p.score.float().cpu() for p in parts]),
             aspects=None if parts[0].aspects is None else torch.cat([p.aspects.float().cpu() for p in parts]),
@@ -113,6 +116,8 @@ class Scorer:
             result = self.transform(out.score, aspects, sigma)
             final, components = result.score, dict(result.components)
         calibrated = None if self.calibration is None else self.calibration(out.score)
+        check_scores("transformed score", final, samples)
+        check_scores("calibrated score", calibrated, samples)
         provenance = self.provenance()
         results = []
         for i in range(len(out.score)):

@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader
 from mmreward.configurable import Configurable, to_config
 from mmreward.data.collate import Collator, PairBatch, RankingBatch, RatingBatch
 from mmreward.data.records import Record, read_records
+from mmreward.guards import check_loss
 from mmreward.losses import RewardLoss
 from mmreward.metrics import correlations, grouped_accuracy, pairwise_accuracy, ranking_pair_accuracy
 
@@ -153,6 +154,7 @@ class RewardModule(L.LightningModule):
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         terms, _ = self._step(batch)
+        check_loss(terms["loss"], self.global_step, batch_idx, batch.ids)
         size = len(batch.subsets)
         for name, value in terms.items():
             self.log(f"train/{name}", value, prog_bar=name == "loss", batch_size=size)

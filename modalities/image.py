@@ -1,4 +1,7 @@
-"""Load and check images; the resize-and-normalise steps in both PIL and (differentiable) torch form."""
+"""Load and check images; the resize-and-normalise steps in both PIL and (differentiable) torch form.
+
+The checks on files, sizes and modes follow ``mmreward.data.validation`` (the one validation layer).
+"""
 
 from __future__ import annotations
 
@@ -10,43 +13,105 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 
+from mmreward.data.validation import MediaPolicy, check_media_file, check_pixels, media_policy
 from mmreward.types import Sample
 
 
-def load_image(image: Any, sample: Sample | None = None, field: str = "image") -> Image.Image:
-    """Return ``image`` as an RGB PIL image: from a path, a PIL image, an (H, W[, C]) uint8 array,
-    or a (C, H, W) float tensor in [0, 1].
+def load_image(
+    image: Any, sample: Sample | None = None, field: str = "image", policy: MediaPolicy | None = None
+) -> Image.Image:
+    """Return ``image`` as an RGB PIL image: from a path, a PIL image, an (H, W[, C]) uint8 or uint16
+    array, or a (C, H, W) float tensor in [0, 1].
+
+    Paths pass ``mmreward.data.validation.check_media_file`` (a regular file, inside the policy's
+    ``media_root``); images over the policy's ``max_pixels`` are refused before decoding; modes are
+    converted by ``to_rgb`` (16-bit scaled, alpha composited on the policy's background).
 
     Raises:
         FileNotFoundError / ValueError naming the sample's file, record and field.
     """
+    policy = policy or media_policy()
     where = sample.where(field) if sample is not None else field
     if isinstance(image, Image.Image):
-        return image.convert("RGB")
+        check_pixels(image.size, where, policy.max_pixels)
+        return to_rgb(image, where, policy.background)
     if isinstance(image, (str, Path)):
-        path = Path(image)
-        if not path.is_file():
-            raise FileNotFoundError(f"{where}: image file {str(path)!r} does not exist.")
+        path = check_media_file(image, where, "image", policy.media_root)
         try:
             with Image.open(path) as img:
-                return img.convert("RGB")
+                check_pixels(img.size, where, policy.max_pixels)
+                return to_rgb(img, where, policy.background)
+        except Image.DecompressionBombError as err:
+            raise ValueError(
+                f"{where}: image {str(path)!r} is too large to decode safely ({err}) "
+                "Shrink it, or raise the cap (--max-pixels) if you trust it."
+            ) from None
         except (UnidentifiedImageError, OSError) as err:
             raise ValueError(
                 f"{where}: cannot read image {str(path)!r} ({err}). Re-encode it as PNG or JPEG."
             ) from err
     if isinstance(image, torch.Tensor):
+        if not torch.isfinite(image).all():
+            raise ValueError(f"{where}: the image tensor holds NaN or inf values.")
         image = (image.detach().float().clamp(0, 1) * 255).round().byte().permute(1, 2, 0).cpu().numpy()
     if isinstance(image, np.ndarray):
-        if image.dtype != np.uint8 or image.ndim not in (2, 3):
+        if image.dtype not in (np.uint8, np.uint16) or image.ndim not in (2, 3):
             raise ValueError(
-                f"{where}: an image array must be uint8 (H, W) or (H, W, C); got {image.dtype} {image.shape}."
+                f"{where}: an image array must be uint8 or uint16, (H, W) or (H, W, C); "
+                f"got {image.dtype} {image.shape}."
             )
-        return Image.fromarray(image).convert("RGB")
+        if image.dtype == np.uint16:  # 16-bit: 65535 is white
+            image = (image.astype(np.float32) / 257.0).round().astype(np.uint8)
+        check_pixels((image.shape[1], image.shape[0]), where, policy.max_pixels)
+        return to_rgb(Image.fromarray(image), where, policy.background)
     if image is None:
         raise ValueError(f"{where}: the sample has no image; this model scores images.")
     raise TypeError(
         f"{where}: cannot use a {type(image).__name__} as an image; pass a path, PIL image, array or tensor."
     )
+
+
+SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
+
+
+def to_rgb(
+    img: Image.Image, where: str = "image", background: tuple[int, int, int] = (255, 255, 255)
+) -> Image.Image:
+    """Convert any PIL mode to 8-bit RGB without clipping or dropping information silently.
+
+    16-bit greyscale (``I;16*``, and ``I`` holding 0..65535) is scaled so that 65535 is white (PIL's
+    own ``convert`` clips it at 255). Alpha (``RGBA``, ``LA``, ``PA``, a palette or ``tRNS``
+    transparency) is composited on ``background``; an image that is transparent everywhere has
+    nothing to score and is refused. Float images (``F``) must hold values in [0, 1].
+    """
+    mode = img.mode
+    if mode in SIXTEEN_BIT_MODES or mode == "I":
+        values = np.asarray(img)
+        if values.size and (values.min() < 0 or values.max() > 65535):
+            raise ValueError(
+                f"{where}: a 32-bit integer image holds values in [{values.min()}, {values.max()}]; "
+                "only 0..65535 (16-bit) is understood. Convert it to 8- or 16-bit first."
+            )
+        return Image.fromarray((values.astype(np.float32) / 257.0).round().astype(np.uint8)).convert("RGB")
+    if mode == "F":
+        values = np.asarray(img, dtype=np.float32)
+        if not np.isfinite(values).all() or values.min() < 0 or values.max() > 1:
+            raise ValueError(
+                f"{where}: a float image must hold finite values in [0, 1]; "
+                f"got [{np.nanmin(values)}, {np.nanmax(values)}]. Rescale it first."
+            )
+        return Image.fromarray((values * 255).round().astype(np.uint8)).convert("RGB")
+    has_alpha = mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in img.info
+    if not has_alpha:
+        return img.convert("RGB")
+    rgba = img.convert("RGBA")
+    if rgba.getextrema()[3][1] == 0:
+        raise ValueError(
+            f"{where}: the image is fully transparent (alpha 0 everywhere), so there is nothing to score. "
+            "Flatten it onto a background, or drop its alpha channel if the colours are meant."
+        )
+    flat = Image.new("RGBA", rgba.size, (*background, 255))
+    return Image.alpha_composite(flat, rgba).convert("RGB")
 
 
 def resize_center_crop(images: torch.Tensor, size: int) -> torch.Tensor:

@@ -15,6 +15,16 @@ from pathlib import Path
 from typing import Any
 
 from mmreward.data.files import RecordError, iter_raw, write_jsonl  # noqa: F401 (public here too)
+from mmreward.data.validation import (
+    BadRecord,
+    bad_record,
+    check_media_file,
+    confine,
+    did_you_mean,
+    media_policy,
+    require_object,
+    warn_duplicate_ids,
+)
 from mmreward.types import MEDIA_FIELDS, Preference, Ranking, Rating, Sample
 
 logger = logging.getLogger(__name__)
@@ -23,6 +33,11 @@ Record = Preference | Rating | Ranking
 FieldMap = dict[str, str] | str | None
 PATH_FIELDS = ("image", "images", "video", "source_image", "point_cloud")
 SIDE_FIELDS = set(MEDIA_FIELDS) | {"score"}
+SINGLE_PATH_FIELDS = ("image", "video", "source_image")
+RECORD_FIELDS = set(MEDIA_FIELDS) | {
+    "prompt", "chosen", "rejected", "label", "margin", "aspects", "subset", "id",
+    "candidates", "ranking", "score", "scores",
+}  # fmt: skip
 
 
 def _get(record: dict[str, Any], dotted: str) -> Any:
@@ -91,19 +106,45 @@ def _number(value: Any, where: str, low: float | None = None, high: float | None
     return value
 
 
-def _resolve_media(value: Any, base: Path, where: str, check: bool) -> Any:
+def _resolve_media(value: Any, base: Path, where: str, check: bool, media_root: str | None) -> Any:
     if isinstance(value, list):
-        return [_resolve_media(v, base, where, check) for v in value]
+        return [_resolve_media(v, base, where, check, media_root) for v in value]
     if not isinstance(value, str):
         return value
     path = Path(value) if Path(value).is_absolute() else base / value
-    if check and not path.exists():
-        raise FileNotFoundError(f"{where}: media file {str(path)!r} does not exist.")
+    if check:
+        check_media_file(path, where, "media", media_root)
+    elif media_root is not None:
+        confine(path, where, "media", media_root)
     return str(path)
 
 
+def _check_path_types(kwargs: dict[str, Any], where: _Where, field: str) -> None:
+    for name in SINGLE_PATH_FIELDS:
+        value = kwargs.get(name)
+        if value is not None and not isinstance(value, str):
+            raise RecordError(
+                f"{where(_join(field, name))}: expected a file path string, got {type(value).__name__} {value!r}."
+            )
+    images = kwargs.get("images")
+    if images is not None and (not isinstance(images, list) or not all(isinstance(i, str) for i in images)):
+        raise RecordError(
+            f"{where(_join(field, 'images'))}: expected a list of file path strings, got {images!r}."
+        )
+
+
+def _join(prefix: str, name: str) -> str:
+    return f"{prefix}.{name}" if prefix else name
+
+
 def parse_sample(
-    obj: Any, prompt: str, base: Path, where: _Where, field: str, check_media: bool = True
+    obj: Any,
+    prompt: str,
+    base: Path,
+    where: _Where,
+    field: str,
+    check_media: bool = True,
+    media_root: str | None = None,
 ) -> Sample:
     """One candidate: a string (a text response) or an object of media fields."""
     if isinstance(obj, str):
@@ -123,9 +164,12 @@ def parse_sample(
     kwargs = {k: v for k, v in obj.items() if k in MEDIA_FIELDS}
     if not any(v is not None for v in kwargs.values()):
         raise RecordError(f"{where(field)}: the candidate has no response and no media.")
+    _check_path_types(kwargs, where, field)
     for name in PATH_FIELDS:
         if name in kwargs:
-            kwargs[name] = _resolve_media(kwargs[name], base, where(f"{field}.{name}"), check_media)
+            kwargs[name] = _resolve_media(
+                kwargs[name], base, where(_join(field, name)), check_media, media_root
+            )
     return Sample(prompt=prompt, meta=where.meta(field), **kwargs)
 
 
@@ -147,7 +191,18 @@ def _aspects(
     return {str(k): _number(v, where(f"{key}.{k}"), low, high) for k, v in value.items()}
 
 
-def parse_record(raw: dict[str, Any], base: Path, where: _Where, check_media: bool = True) -> Record:
+def _unknown_field_error(raw: dict[str, Any], where: _Where, known: set[str]) -> RecordError | None:
+    """An error naming the first unknown top-level field that is close to a known one (a typo)."""
+    for name in sorted(set(raw) - RECORD_FIELDS):
+        hint = did_you_mean(name, known)
+        if hint:
+            return RecordError(f"{where(name)}: unknown field.{hint}")
+    return None
+
+
+def parse_record(
+    raw: dict[str, Any], base: Path, where: _Where, check_media: bool = True, media_root: str | None = None
+) -> Record:
     """One canonical record: preference (``chosen``), ranking (``candidates``) or rating (``score(s)``)."""
     if not isinstance(raw, dict):
         raise RecordError(f"{where('<record>')}: expected a JSON object, got {type(raw).__name__}.")
@@ -157,8 +212,8 @@ def parse_record(raw: dict[str, Any], base: Path, where: _Where, check_media: bo
         for side in ("chosen", "rejected"):
             if raw.get(side) is None:
                 raise RecordError(f"{where(side)}: a preference record needs both 'chosen' and 'rejected'.")
-        chosen = parse_sample(raw["chosen"], prompt, base, where, "chosen", check_media)
-        rejected = parse_sample(raw["rejected"], prompt, base, where, "rejected", check_media)
+        chosen = parse_sample(raw["chosen"], prompt, base, where, "chosen", check_media, media_root)
+        rejected = parse_sample(raw["rejected"], prompt, base, where, "rejected", check_media, media_root)
         side_score = {
             s: raw[s].get("score") if isinstance(raw[s], dict) else None for s in ("chosen", "rejected")
         }
@@ -177,16 +232,25 @@ def parse_record(raw: dict[str, Any], base: Path, where: _Where, check_media: bo
             **common,
         )
     if "candidates" in raw:
-        return _parse_ranking(raw, prompt, base, where, check_media, common)
+        return _parse_ranking(raw, prompt, base, where, (check_media, media_root), common)
     if "score" in raw or "scores" in raw:
         sample_obj = {k: v for k, v in raw.items() if k in MEDIA_FIELDS}
+        if not any(v is not None for v in sample_obj.values()):
+            typo = _unknown_field_error(raw, where, set(MEDIA_FIELDS))
+            if typo is not None:
+                raise typo
         score = raw.get("score")
         return Rating(
-            sample=parse_sample(sample_obj, prompt, base, where, "", check_media),
+            sample=parse_sample(sample_obj, prompt, base, where, "", check_media, media_root),
             score=None if score is None else _number(score, where("score")),
             scores=_aspects(raw, where, "scores", None, None),
             **common,
         )
+    typo = _unknown_field_error(
+        raw, where, {"chosen", "rejected", "candidates", "ranking", "score", "scores"}
+    )
+    if typo is not None:
+        raise typo
     raise RecordError(
         f"{where('<record>')}: cannot tell the record's kind. A preference needs 'chosen' and 'rejected', "
         "a rating 'score' or 'scores', a ranking 'candidates' and 'ranking'."
@@ -194,7 +258,7 @@ def parse_record(raw: dict[str, Any], base: Path, where: _Where, check_media: bo
 
 
 def _parse_ranking(
-    raw: dict[str, Any], prompt: str, base: Path, where: _Where, check_media: bool, common: dict
+    raw: dict[str, Any], prompt: str, base: Path, where: _Where, media: tuple, common: dict
 ) -> Ranking:
     candidates = raw["candidates"]
     if not isinstance(candidates, list) or len(candidates) < 2:
@@ -205,13 +269,18 @@ def _parse_ranking(
             f"{where('ranking')}: expected a permutation of 0..{len(candidates) - 1} (best first); got {order!r}."
         )
     samples = [
-        parse_sample(c, prompt, base, where, f"candidates.{i}", check_media) for i, c in enumerate(candidates)
+        parse_sample(c, prompt, base, where, f"candidates.{i}", *media) for i, c in enumerate(candidates)
     ]
     return Ranking(candidates=samples, order=[int(i) for i in order], **common)
 
 
 def read_records(
-    path: str | Path, field_map: FieldMap = None, skip_bad: bool = False, check_media: bool = True
+    path: str | Path,
+    field_map: FieldMap = None,
+    skip_bad: bool = False,
+    check_media: bool = True,
+    media_root: str | Path | None = None,
+    bad_records: list[BadRecord] | None = None,
 ) -> list[Record]:
     """Read every record of a data file.
 
@@ -220,31 +289,56 @@ def read_records(
             canonical schema (DESIGN.md), or in a public format that ``field_map`` names.
         field_map: Renames ``{canonical: source}`` (dotted), or the name of a public format in
             ``mmreward.data.formats.FORMATS``.
-        skip_bad: Log and skip records that do not parse, instead of raising on the first.
-        check_media: Check that media files exist while reading.
+        skip_bad: Log and skip records that do not parse (bad lines included), instead of raising
+            on the first.
+        check_media: Check that media paths are regular files while reading.
+        media_root: Refuse media paths that resolve outside this folder; default the media policy's
+            (``mmreward.data.validation.set_media_policy``).
+        bad_records: With ``skip_bad``, one ``BadRecord`` per skipped record is appended here.
 
     Raises:
         RecordError / FileNotFoundError naming the file, line, id and field (unless ``skip_bad``).
     """
     path = Path(path)
     convert, base = _converter(field_map), path.parent
+    root = media_policy().media_root if media_root is None else str(media_root)
     records: list[Record] = []
-    bad: list[str] = []
-    for line, raw in iter_raw(path):
-        where = _Where(path, line, raw.get("id") if isinstance(raw, dict) else None)
+    bad: list[BadRecord] = []
+    ids: list[tuple[Any, int]] = []
+    for line, raw in iter_raw(path, errors="yield" if skip_bad else "raise"):
+        record_id = raw.get("id") if isinstance(raw, dict) else None
         try:
-            for converted in convert(raw):
-                records.append(
-                    parse_record(
-                        converted, base, _Where(path, line, converted.get("id", where.id)), check_media
-                    )
-                )
-        except (RecordError, FileNotFoundError, TypeError, KeyError) as err:
+            if isinstance(raw, Exception):
+                raise raw
+            for converted in _convert(
+                convert, require_object(raw, path, line), _Where(path, line, record_id)
+            ):
+                where = _Where(path, line, converted.get("id", record_id))
+                records.append(parse_record(converted, base, where, check_media, root))
+                ids.append((records[-1].id, line))
+        except (RecordError, OSError, ValueError, TypeError) as err:
             if not skip_bad:
                 raise
-            bad.append(str(err))
+            bad.append(bad_record(path, line, record_id, err))
     if bad:
-        logger.warning("Skipped %d bad record(s) of %s; the first: %s", len(bad), path, bad[0])
+        logger.warning("Skipped %d bad record(s) of %s; the first: %s", len(bad), path, bad[0].error)
+    if bad_records is not None:
+        bad_records.extend(bad)
+    warn_duplicate_ids(ids, path)
     if not records:
         raise RecordError(f"{path}: no usable records" + (f" ({len(bad)} skipped as bad)." if bad else "."))
     return records
+
+
+def _convert(convert: Callable, raw: dict[str, Any], where: _Where) -> list[dict[str, Any]]:
+    """Map a raw record onto the canonical names; a format that chokes on it names the record."""
+    try:
+        converted = convert(raw)
+    except (KeyError, IndexError, AttributeError, TypeError) as err:
+        raise RecordError(
+            f"{where('<record>')}: the data format could not read this record ({type(err).__name__}: {err}). "
+            "Check it against the format, or pass --format canonical."
+        ) from err
+    for item in converted:
+        require_object(item, where.path, where.line)
+    return converted
