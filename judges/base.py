@@ -4,17 +4,25 @@ A judge turns its inputs into chat requests (``requests``), sends them to a back
 and reads each output (``parse``). Parsing errors are caught per output, so a malformed answer
 becomes a ``Judgement`` with ``score=None`` and a reason instead of an exception for the batch.
 ``judges.scaling.ScaledJudge`` reuses ``requests`` and ``parse`` to sample k answers per input.
+
+Every judge is a reward (``mmreward.protocols.Reward``): ``score_samples(samples)`` returns one
+``RewardOutput`` per sample, with the critique as ``text`` and per-aspect scores where the judge
+has them. A judgement that could not be read scores NaN, with the reason in
+``provenance["failure"]``, so one bad output does not sink the batch and no consumer mistakes it
+for a score (best-of-N passes over it; the robot selector refuses it).
 """
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Sequence
 from importlib import resources
 from typing import Any
 
 from judges.backends import Backend, Generation, Messages, SamplingParams
 from judges.parsing import Judgement
 from mmreward.configurable import Configurable
-from mmreward.types import Sample
+from mmreward.types import RewardOutput, Sample
 
 
 def load_template(name: str) -> str:
@@ -56,6 +64,29 @@ def fill(template: str, **values: Any) -> str:
             f"The judge template has a placeholder {{{err.args[0]}}} that this judge does not fill; "
             f"it fills {', '.join('{' + k + '}' for k in values)}. Edit the template (double braces escape one)."
         ) from err
+
+
+def judge_provenance(judge: Any, backend: Any, template: str | None) -> dict[str, Any]:
+    """Provenance of a judge's rewards: the backend's model, the judge class, and the template's digest."""
+    model = backend.init_args.get("model") if isinstance(backend, Configurable) else None
+    digest = hashlib.sha256((template or "").encode()).hexdigest()[:12]
+    return {"model": str(model or type(backend).__name__), "judge": type(judge).__name__, "revision": digest}
+
+
+def judgement_output(judgement: Judgement, provenance: dict[str, Any]) -> RewardOutput:
+    """A ``RewardOutput`` from a ``Judgement``: NaN with the reason when no score was read."""
+    prov = {**provenance, "method": judgement.method}
+    if judgement.confidence is not None:
+        prov["confidence"] = judgement.confidence
+    if judgement.score is None:
+        prov["failure"] = judgement.reason or "no score was read"
+    aspects = {name: j.score for name, j in judgement.aspects.items() if j.score is not None}
+    return RewardOutput(
+        score=float("nan") if judgement.score is None else float(judgement.score),
+        aspects=aspects or None,
+        text=judgement.critique or judgement.text or None,
+        provenance=prov,
+    )
 
 
 class GenerativeJudge(Configurable):
@@ -110,3 +141,12 @@ class GenerativeJudge(Configurable):
         """Judge every item in one backend batch; failures come back as ``score=None`` with a reason."""
         generations = self.backend.generate(self.requests(items), self.params(temperature, seed))
         return [self.safe_parse(item, gen) for item, gen in zip(items, generations)]
+
+    def provenance(self) -> dict[str, Any]:
+        """The backend's model, this judge's class and its template's digest."""
+        return judge_provenance(self, self.backend, self.template)
+
+    def score_samples(self, samples: Sequence[Sample]) -> list[RewardOutput]:
+        """The reward contract: judge the samples greedily, one ``RewardOutput`` each (see the module)."""
+        provenance = self.provenance()
+        return [judgement_output(j, provenance) for j in self.judge(list(samples))]

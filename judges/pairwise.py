@@ -14,13 +14,15 @@ Example:
 
 from __future__ import annotations
 
+from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
 from judges.backends import Backend, Generation, Messages
 from judges.base import GenerativeJudge, fill, sample_images, user_request
 from judges.parsing import Judgement, parse_verdict
-from mmreward.types import Sample
+from mmreward.types import RewardOutput, Sample
 
 Pair = tuple[Sample, Sample]
 
@@ -141,3 +143,39 @@ class PairwiseJudge(GenerativeJudge):
         judgements = self.judge(asked, temperature, seed)
         forward, swapped = judgements[: len(pairs)], judgements[len(pairs) :]
         return [combine(f, swapped[i] if self.swap else None) for i, f in enumerate(forward)]
+
+    def score_samples(self, samples: Sequence[Sample]) -> list[RewardOutput]:
+        """The reward contract, through ``compare``: each sample against every other of its prompt.
+
+        A sample's score is its mean P(better) over those comparisons (a round robin, all pairs in
+        one backend batch), so scores rank the candidates of one prompt. A sample alone with its
+        prompt, or whose comparisons all failed, scores NaN with the reason in ``provenance``.
+        """
+        samples = list(samples)
+        groups: dict[str, list[int]] = defaultdict(list)
+        for i, sample in enumerate(samples):
+            groups[sample.prompt].append(i)
+        pairs = [
+            (i, j) for members in groups.values() for k, i in enumerate(members) for j in members[k + 1 :]
+        ]
+        verdicts = self.compare([(samples[i], samples[j]) for i, j in pairs]) if pairs else []
+        wins: dict[int, list[float]] = defaultdict(list)
+        for (i, j), verdict in zip(pairs, verdicts):
+            if verdict.p_first is not None:
+                wins[i].append(verdict.p_first)
+                wins[j].append(1.0 - verdict.p_first)
+        provenance = self.provenance()
+        outputs = []
+        for i, sample in enumerate(samples):
+            if wins[i]:
+                prov = {**provenance, "comparisons": len(wins[i])}
+                outputs.append(RewardOutput(score=sum(wins[i]) / len(wins[i]), provenance=prov))
+                continue
+            alone = len(groups[sample.prompt]) == 1
+            reason = (
+                "a pairwise judge scores a sample against the other samples of its prompt; this prompt has one"
+                if alone
+                else "no comparison of this sample gave a verdict"
+            )
+            outputs.append(RewardOutput(score=float("nan"), provenance={**provenance, "failure": reason}))
+        return outputs

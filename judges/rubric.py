@@ -14,12 +14,13 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from judges.backends import Backend, Generation, Messages
 from judges.base import GenerativeJudge, fill, sample_images, user_request
 from judges.parsing import Judgement, parse_yes_no
-from mmreward.types import Sample
+from mmreward.types import RewardOutput, Sample
 
 Rubric = dict[str, float]
 """``{principle: weight}``."""
@@ -132,3 +133,21 @@ class RubricJudge(GenerativeJudge):
         return [
             aggregate(dict(zip(rubric, judgements[i * n : (i + 1) * n])), rubric) for i in range(len(samples))
         ]
+
+    def score_samples(self, samples: Sequence[Sample]) -> list[RewardOutput]:
+        """The reward contract: the weighted P(yes) as the score, each principle's P(yes) as an aspect."""
+        provenance = self.provenance()
+        outputs = []
+        for result in self.evaluate(list(samples)):
+            prov = dict(provenance)
+            if result.score is None:
+                prov["failure"] = f"no principle gave a readable answer ({len(result.failures)} tried)"
+            aspects = {p: j.score for p, j in result.principles.items() if j.score is not None}
+            outputs.append(
+                RewardOutput(
+                    score=float("nan") if result.score is None else result.score,
+                    aspects=aspects or None,
+                    provenance=prov,
+                )
+            )
+        return outputs

@@ -14,12 +14,16 @@ Example:
 
 from __future__ import annotations
 
+import statistics
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from judges.base import GenerativeJudge
+from judges.base import GenerativeJudge, judge_provenance
 from judges.parsing import Judgement
+from mmreward.configurable import Configurable
+from mmreward.types import RewardOutput, Sample
 
 Aggregate = Literal["majority", "mean", "confidence"]
 
@@ -63,10 +67,12 @@ def aggregate_scores(judgements: list[Judgement], how: Aggregate) -> ScaledJudge
     return ScaledJudgement(score, agreement, judgements, failures)
 
 
-class ScaledJudge:
+class ScaledJudge(Configurable):
     """Ask a judge k times per input at ``temperature`` and aggregate (see the module docstring).
 
-    All k x N requests go to the backend in one batch.
+    All k x N requests go to the backend in one batch. Like every judge it is a reward
+    (``score_samples``), for judges whose inputs are samples (critique, video); the spread of the
+    k scores is the output's ``sigma``.
 
     Args:
         judge: Any ``GenerativeJudge`` (critique, video, ...).
@@ -104,3 +110,29 @@ class ScaledJudge:
             aggregate_scores(judgements[i * self.k : (i + 1) * self.k], self.aggregate)
             for i in range(len(items))
         ]
+
+    def score_samples(self, samples: Sequence[Sample]) -> list[RewardOutput]:
+        """The reward contract: the aggregate as the score, the k scores' standard deviation as sigma."""
+        inner = self.judge_
+        provenance = {
+            **judge_provenance(inner, inner.backend, inner.template),
+            "judge": f"ScaledJudge({type(inner).__name__})",
+            "k": self.k,
+            "aggregate": self.aggregate,
+        }
+        outputs = []
+        for result in self.judge(list(samples)):
+            scores = [j.score for j in result.samples if j.score is not None]
+            prov = {**provenance, "agreement": result.agreement, "failures": result.failures}
+            if result.score is None:
+                prov["failure"] = f"none of the {self.k} samples gave a readable score"
+            critique = next((j.critique for j in result.samples if j.score is not None and j.critique), None)
+            outputs.append(
+                RewardOutput(
+                    score=float("nan") if result.score is None else float(result.score),
+                    sigma=statistics.pstdev(scores) if len(scores) > 1 else None,
+                    text=critique,
+                    provenance=prov,
+                )
+            )
+        return outputs

@@ -142,7 +142,7 @@ class HeadOutput:
 
 @dataclass
 class RewardOutput:
-    """A scored sample, as the ``Scorer`` returns it.
+    """A scored sample, as every reward returns it (``mmreward.protocols.Reward``).
 
     Attributes:
         score: The model's score after the scorer's transforms (the raw score when none).
@@ -151,6 +151,7 @@ class RewardOutput:
         steps: Per-step scores (process reward models).
         sigma: The score's standard deviation, when the head predicts one.
         calibrated: P-scale score when the model carries a calibration fit.
+        text: Text that came with the score, such as a judge's critique.
         provenance: Model name and revision, preprocessing, transforms applied.
     """
 
@@ -160,6 +161,7 @@ class RewardOutput:
     steps: list[float] | None = None
     sigma: float | None = None
     calibrated: float | None = None
+    text: str | None = None
     provenance: dict[str, Any] = field(default_factory=dict)
 
 

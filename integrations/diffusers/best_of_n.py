@@ -10,16 +10,14 @@ images with a cheap reward and only the survivors with the expensive one.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import torch
 
-from integrations.diffusers.reward import MultiReward, RewardBatch, RewardFn
+from integrations.best_of_n import Selection, selection_values
+from integrations.diffusers.reward import ImageReward, RewardBatch, image_reward
 from integrations.diffusers.sampling import decode, denoise, encode_prompts, initial_latents, to_unit
-
-Selection = Literal["mean", "lcb"]
-"""``mean``: the highest score; ``lcb``: the highest lower confidence bound ``score - k * sigma``
-(needs a reward model with an uncertainty head)."""
+from mmreward.protocols import Reward
 
 
 @dataclass
@@ -27,11 +25,11 @@ class Stage:
     """A cascade stage: score the remaining candidates with ``reward`` and keep the best ``keep``.
 
     Attributes:
-        reward: The stage's (usually cheaper) reward.
+        reward: The stage's (usually cheaper) reward: any reward, or a ``RewardFn``/``MultiReward``.
         keep: Candidates per prompt that go on to the next stage.
     """
 
-    reward: RewardFn | MultiReward
+    reward: ImageReward | Reward
     keep: int
 
 
@@ -80,7 +78,7 @@ def _top_per_prompt(values: torch.Tensor, alive: torch.Tensor, keep: int) -> tor
 
 
 def _score_alive(
-    reward: RewardFn | MultiReward, images: torch.Tensor, prompts: list[str], alive: torch.Tensor
+    reward: ImageReward, images: torch.Tensor, prompts: list[str], alive: torch.Tensor
 ) -> RewardBatch:
     """Score the alive candidates (rows of the flattened (P*N) batch) in one batched call."""
     rows = alive.flatten().nonzero().squeeze(1)
@@ -97,7 +95,7 @@ def _scatter(values: torch.Tensor, alive: torch.Tensor) -> torch.Tensor:
 def best_of_n(
     pipe: Any,
     prompts: list[str],
-    reward: RewardFn | MultiReward,
+    reward: ImageReward | Reward,
     n: int = 8,
     num_inference_steps: int = 50,
     guidance_scale: float = 7.5,
@@ -112,7 +110,8 @@ def best_of_n(
     Args:
         pipe: A Stable-Diffusion-style pipeline with a DDIM scheduler.
         prompts: P prompts.
-        reward: The final (most trusted) reward.
+        reward: The final (most trusted) reward: any reward (``mmreward.protocols.Reward``), or a
+            ``RewardFn``/``MultiReward``.
         n: Candidates per prompt.
         num_inference_steps: DDIM steps per sample.
         guidance_scale: Classifier-free guidance scale.
@@ -126,6 +125,7 @@ def best_of_n(
         raise ValueError(
             f"EarlyRejection.at_step must be in [1, {num_inference_steps - 1}]; got {early_rejection.at_step}."
         )
+    reward = image_reward(reward)
     generator = torch.Generator(device="cpu").manual_seed(seed)
     flat_prompts = [p for p in prompts for _ in range(n)]
     embeds = encode_prompts(pipe, prompts, guidance_scale).repeat(n)  # each prompt encoded once
@@ -153,7 +153,9 @@ def best_of_n(
         latents[rows] = tail.latents
     images = _decode_alive(pipe, latents, alive)
     for stage in cascade or []:
-        stage_scores = _scatter(_score_alive(stage.reward, images, flat_prompts, alive).score, alive)
+        stage_scores = _scatter(
+            _score_alive(image_reward(stage.reward), images, flat_prompts, alive).score, alive
+        )
         alive = _top_per_prompt(stage_scores, alive, stage.keep)
     final = _score_alive(reward, images, flat_prompts, alive)
     return _select(images, final, alive, select, k, early_scores)
@@ -178,15 +180,7 @@ def _select(
 ) -> BestOfNResult:
     scores = _scatter(final.score, alive)
     sigmas = None if final.sigma is None else _scatter(final.sigma, alive)
-    if select == "lcb":
-        if sigmas is None:
-            raise ValueError(
-                "select='lcb' needs the reward's standard deviation, but the reward model has no uncertainty "
-                "head (HeadOutput.log_sigma). Use select='mean' or a model with an uncertainty head."
-            )
-        selection = scores - k * sigmas
-    else:
-        selection = scores.clone()
+    selection = selection_values(scores, sigmas, select, k)
     best = selection.nan_to_num(float("-inf")).argmax(dim=1)
     n = alive.shape[1]
     chosen = images.view(alive.shape[0], n, *images.shape[1:])[torch.arange(alive.shape[0]), best]

@@ -1,11 +1,12 @@
-"""``RewardFn``: an mmreward scorer as a reward on pipeline outputs, and ``MultiReward`` for several.
+"""``RewardFn``: any mmreward reward on pipeline outputs, and ``MultiReward`` for several.
 
-One plug-in serves both training paths. The *gradient path* (``__call__``, ``evaluate``) takes image
-tensors, runs the reward model's preprocessing in torch (the backbone's ``tensor_inputs``) and keeps
-the graph, for reward backpropagation and guidance. The *sampling path* (``score_detached``) scores
-finished images without a graph and works with any reward model, including ones whose score is not
-differentiable (counts, generative judges): it goes through the model's own ``collate`` on PIL
-images, exactly as ``Scorer.score`` does.
+One plug-in serves both training paths. The *sampling path* (``score_detached``) scores finished
+images without a graph and takes any reward (``mmreward.protocols.Reward``: a ``Scorer``, a judge,
+a user's class), including ones whose score is not differentiable (counts, generative judges): it
+calls ``score_samples`` on the 8-bit images, as a user of the pipeline would. The *gradient path*
+(``__call__``, ``evaluate``) is there when the reward is a ``Scorer`` whose model offers
+``tensor_inputs``: it runs the preprocessing in torch and keeps the graph, for reward
+backpropagation and guidance.
 """
 
 from __future__ import annotations
@@ -16,6 +17,9 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from mmreward.protocols import Reward, aspects_of, score_outputs, scores_of, sigmas_of
+from mmreward.rewards import as_reward
+from mmreward.scoring import Scorer
 from mmreward.types import HeadOutput, Sample
 
 ImageRange = Literal["signed", "unit"]
@@ -61,39 +65,38 @@ def _tensor_inputs_of(model: nn.Module) -> Any:
 
 
 class RewardFn:
-    """A reward for diffusion outputs, from an ``mmreward.Scorer`` (or a bare reward model).
+    """A reward for diffusion outputs, from any mmreward reward (or a bare reward model).
 
     Args:
-        scorer: A ``Scorer`` (its ``.model`` is used, and its ``transform`` when ``transform`` is
-            None) or a reward model (``collate``, ``forward -> HeadOutput``, ``aspects``).
+        reward: A ``Reward`` (``score_samples``); a ``Scorer`` also gives the gradient path (its
+            model's ``tensor_inputs``) and its ``transform``. A bare reward model (``collate``,
+            ``forward -> HeadOutput``) is put in a ``Scorer`` on its parameters' device.
         transform: A reward transform from ``mmreward.transforms``, called as
             ``transform(score, aspects, sigma)``; it returns an object with ``.score`` and
-            ``.components``.
-        batch_size: Images per forward when scoring without a graph (``score``; on the sampling
-            path a Scorer batches by its own size).
+            ``.components``. For a ``Scorer`` it replaces the scorer's own.
+        batch_size: Images per forward on the gradient path's ``score`` (and for a bare model).
     """
 
-    def __init__(self, scorer: Any, transform: Any | None = None, batch_size: int = 32) -> None:
-        model = getattr(scorer, "model", scorer)
-        if not (callable(getattr(model, "collate", None)) and callable(model)):
-            raise TypeError(
-                f"RewardFn needs an mmreward Scorer or reward model; got {type(scorer).__name__}. "
-                "Load one with mmreward.load(path) or build a mmreward.models.RewardModel."
-            )
-        self.model = model
-        self.scorer = scorer if model is not scorer else None
-        self.transform = transform if transform is not None else getattr(scorer, "transform", None)
+    def __init__(
+        self, reward: Reward | nn.Module, transform: Any | None = None, batch_size: int = 32
+    ) -> None:
+        self.reward = as_reward(reward, "RewardFn", device=_device_of(reward), batch_size=batch_size)
+        self.model: nn.Module | None = None
+        own_transform = None
+        if isinstance(self.reward, Scorer):  # a model: raw head outputs, and maybe a gradient path
+            self.model, own_transform = self.reward.model, self.reward.transform
+        self.transform = transform if transform is not None else own_transform
         self.batch_size = batch_size
 
     @property
     def differentiable(self) -> bool:
-        """Whether the gradient path is available (the model offers ``tensor_inputs``)."""
-        return _tensor_inputs_of(self.model) is not None
+        """Whether the gradient path is available (a model that offers ``tensor_inputs``)."""
+        return self.model is not None and _tensor_inputs_of(self.model) is not None
 
     @property
     def aspect_names(self) -> list[str]:
-        """The model's aspect names, in order."""
-        return list(getattr(self.model, "aspects", []) or [])
+        """The model's aspect names, in order (a ``Scorer``'s; other rewards name theirs per output)."""
+        return self.reward.aspects if isinstance(self.reward, Scorer) else []
 
     def _place(self, images: torch.Tensor) -> torch.Tensor:
         param = next(iter(self.model.parameters()), None)
@@ -108,10 +111,10 @@ class RewardFn:
             TypeError: The model has no ``tensor_inputs`` (use ``score_detached`` and a
                 sampling-based trainer such as ``PolicyGradientTrainer``).
         """
-        tensor_inputs = _tensor_inputs_of(self.model)
+        tensor_inputs = None if self.model is None else _tensor_inputs_of(self.model)
         if tensor_inputs is None:
             raise TypeError(
-                f"The reward model {type(self.model).__name__} has no tensor_inputs(images, prompts), so its "
+                f"The reward {type(self.model or self.reward).__name__} has no tensor_inputs(images, prompts), so its "
                 "reward cannot be differentiated. Use the sampling path instead: "
                 "integrations.diffusers.PolicyGradientTrainer or DiffusionDPOTrainer."
             )
@@ -161,13 +164,15 @@ class RewardFn:
         unit = _to_unit(images, image_range)
         pixels = (unit.float() * 255).round().byte().permute(0, 2, 3, 1).cpu().numpy()
         samples = [Sample(prompt=p, image=pixels[i], meta={"id": i}) for i, p in enumerate(prompts)]
-        if self.scorer is not None:  # the Scorer batches, places and autocasts as it does for users
-            return self._finish(self.scorer.forward(samples))
-        outputs = []
-        for start in range(0, len(pixels), self.batch_size):
-            chunk = samples[start : start + self.batch_size]
-            outputs.append(self.model(_to_device(self.model.collate(chunk), self.model)))
-        return self._finish(_cat_outputs(outputs))
+        if isinstance(self.reward, Scorer):  # raw head outputs; the transform is this RewardFn's
+            return self._finish(self.reward.forward(samples))
+        outputs = score_outputs(self.reward, samples)
+        score, aspects, sigma = scores_of(outputs), aspects_of(outputs), sigmas_of(outputs)
+        if self.transform is None:
+            return RewardBatch(score, aspects, sigma)
+        result = self.transform(score, aspects, sigma)
+        components = dict(getattr(result, "components", None) or {})
+        return RewardBatch(torch.as_tensor(result.score), aspects, sigma, components)
 
     def _finish(self, out: HeadOutput) -> RewardBatch:
         names = self.aspect_names
@@ -192,19 +197,12 @@ def _cat_batches(parts: list[RewardBatch]) -> RewardBatch:
     return RewardBatch(torch.cat([p.score for p in parts]), aspects, sigma, components)
 
 
-def _to_device(inputs: dict[str, Any], model: nn.Module) -> dict[str, Any]:
-    param = next(iter(model.parameters()), None)
-    if param is None:
-        return inputs
-    return {k: v.to(param.device) if isinstance(v, torch.Tensor) else v for k, v in inputs.items()}
-
-
-def _cat_outputs(outputs: list[HeadOutput]) -> HeadOutput:
-    def cat(name: str) -> torch.Tensor | None:
-        parts = [getattr(o, name) for o in outputs]
-        return None if parts[0] is None else torch.cat(parts)
-
-    return HeadOutput(score=cat("score"), aspects=cat("aspects"), log_sigma=cat("log_sigma"))
+def _device_of(reward: Any) -> torch.device | None:
+    """The device of a bare model's parameters (None: the Scorer's default), so wrapping moves nothing."""
+    if not isinstance(reward, nn.Module):
+        return None
+    tensor = next(iter([*reward.parameters(), *reward.buffers()]), None)
+    return None if tensor is None else tensor.device
 
 
 class MultiReward:
@@ -263,3 +261,12 @@ class MultiReward:
         return self._combine(
             {n: r.score_detached(images, prompts, image_range) for n, r in self.rewards.items()}
         )
+
+
+ImageReward = RewardFn | MultiReward
+"""What the diffusers loops call on image tensors."""
+
+
+def image_reward(reward: ImageReward | Reward) -> ImageReward:
+    """``reward`` for image tensors: a ``RewardFn``/``MultiReward`` as it is, any other reward in a ``RewardFn``."""
+    return reward if isinstance(reward, (RewardFn, MultiReward)) else RewardFn(reward)

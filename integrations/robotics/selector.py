@@ -1,14 +1,14 @@
-"""Pick the best of K candidate actions with a reward model, inside a robot's control loop.
+"""Pick the best of K candidate actions with a reward, inside a robot's control loop.
 
-``ActionSelector`` scores the candidates of one or many environments in a single forward: each
-scene is encoded once and every candidate is a query against it (``ActionPreferenceModel``), so
+``ActionSelector`` takes any reward (``mmreward.protocols.Reward``: a ``Scorer``, a judge, a
+user's class) and scores the candidates of one or many environments in one call. With the
+``ActionPreferenceModel`` each scene is encoded once and every candidate is a query against it, so
 a decision costs one scene encoding plus K light queries. It times every decision, and it only
 ever returns an action it scored: any non-finite score is an error, not a silent pick.
 """
 
 from __future__ import annotations
 
-import contextlib
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,7 +17,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from mmreward.protocols import Reward, score_outputs
+from mmreward.rewards import as_reward
 from mmreward.types import Sample
+
+MODEL_BATCH = 1024
+"""Samples per forward when the selector is given a bare reward model (a whole decision, usually)."""
 
 
 @dataclass
@@ -43,8 +48,8 @@ class LatencyReport:
         calls: Calls to ``select``/``select_batch``.
         decisions: Environments decided (one per scene).
         candidates: Candidates scored.
-        collate_ms: Mean time per call to load and check inputs.
-        forward_ms: Mean time per call in the model's forward.
+        collate_ms: Mean time per call to check the inputs and build the samples.
+        forward_ms: Mean time per call in the reward's ``score_samples``.
         total_ms: Mean time per call, end to end.
         p95_ms: 95th percentile of the end-to-end time per call.
         decisions_per_s: Decisions per second of total time.
@@ -72,31 +77,24 @@ class ActionSelector:
     """Choose actions by reward: ``select(point_cloud, candidates) -> (best index, scores)``.
 
     Args:
-        model: A reward model over (point cloud, action) samples, or a ``Scorer`` holding one.
-        device: Where to run; default: the scorer's device, else CUDA when present, else CPU.
-        dtype: ``torch.bfloat16`` runs under autocast; None keeps float32.
+        reward: Any reward over (point cloud, action) samples, or a bare reward model, which is
+            put in a ``Scorer`` with ``device``, ``dtype`` and a batch of ``MODEL_BATCH``.
+        device: Where a bare model runs; default CUDA when present, else CPU. A reward keeps its own.
+        dtype: ``torch.bfloat16`` runs a bare model under autocast; None keeps float32.
         prompt: The task text given to the samples.
     """
 
     def __init__(
         self,
-        model: Any,
+        reward: Reward | nn.Module,
         device: str | torch.device | None = None,
         dtype: torch.dtype | None = None,
         prompt: str = "flatten the cloth",
     ) -> None:
-        if hasattr(model, "model") and not isinstance(model, nn.Module):  # a Scorer
-            device = device if device is not None else model.device
-            dtype = dtype if dtype is not None else model.dtype
-            model = model.model
-        for method in ("collate", "forward"):
-            if not callable(getattr(model, method, None)):
-                raise TypeError(
-                    f"ActionSelector needs a reward model with {method}(); got {type(model).__name__}."
-                )
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        self.model = model.to(self.device).eval()
-        self.dtype, self.prompt = dtype, prompt
+        self.reward = as_reward(
+            reward, "ActionSelector", device=device, dtype=dtype or torch.float32, batch_size=MODEL_BATCH
+        )
+        self.prompt = prompt
         self._timings = _Timings()
 
     def select(self, point_cloud: Any, candidates: list[Any]) -> tuple[int, np.ndarray]:
@@ -119,6 +117,7 @@ class ActionSelector:
             raise ValueError(
                 f"select_batch got {len(point_clouds)} point clouds but {len(candidates)} candidate lists; pass one list per cloud."
             )
+        t0 = time.perf_counter()
         samples = []
         for env, (cloud, actions) in enumerate(zip(point_clouds, candidates)):
             if not actions:
@@ -128,7 +127,10 @@ class ActionSelector:
             for k, action in enumerate(actions):
                 meta = {"source": "ActionSelector", "id": f"env {env}", "field": f"candidates[{k}]"}
                 samples.append(Sample(prompt=self.prompt, point_cloud=cloud, action=action, meta=meta))
-        scores = self._score(samples)
+        t1 = time.perf_counter()
+        scores = np.array([o.score for o in score_outputs(self.reward, samples)], dtype=np.float64)
+        self._timings.collate.append(t1 - t0)
+        self._timings.forward.append(time.perf_counter() - t1)
         decisions, start = [], 0
         for env, actions in enumerate(candidates):
             own = scores[start : start + len(actions)]
@@ -143,23 +145,6 @@ class ActionSelector:
         self._timings.decisions += len(candidates)
         self._timings.candidates += len(samples)
         return decisions
-
-    def _score(self, samples: list[Sample]) -> np.ndarray:
-        t0 = time.perf_counter()
-        inputs = self.model.collate(samples)
-        inputs = {k: v.to(self.device) if isinstance(v, torch.Tensor) else v for k, v in inputs.items()}
-        t1 = time.perf_counter()
-        autocast = (
-            torch.autocast(self.device.type, dtype=self.dtype)
-            if self.dtype not in (None, torch.float32)
-            else contextlib.nullcontext()
-        )
-        with torch.inference_mode(), autocast:
-            scores = self.model(inputs).score.float().cpu().numpy()
-        t2 = time.perf_counter()
-        self._timings.collate.append(t1 - t0)
-        self._timings.forward.append(t2 - t1)
-        return scores
 
     def latency(self) -> LatencyReport:
         """Mean and tail cost of the calls so far."""
