@@ -53,8 +53,12 @@ def score_file(
     field_map: FieldMap = None,
     progress: bool = True,
     media_root: str | Path | None = None,
+    batch_size: int = 32,
 ) -> dict[str, int]:
     """Score every record of ``input_path`` and append one JSON line per record to ``output_path``.
+
+    ``scorer`` is any reward (``mmreward.protocols.Reward``): a ``Scorer``, a judge, a user's class;
+    ``batch_size`` records go to its ``score_samples`` at a time, and are written after each call.
 
     Each output line holds the input ``line`` and ``id`` and the ``RewardOutput`` fields (for a
     preference, ``chosen`` and ``rejected``; for a ranking, ``candidates``). Lines are flushed per
@@ -82,8 +86,8 @@ def score_file(
         bad_path(output_path).open("w") if skip_bad else contextlib.nullcontext() as bad_handle,
         tqdm(total=len(todo), disable=not progress, desc="scoring", unit="rec") as bar,
     ):
-        for start in range(0, len(todo), scorer.batch_size):
-            chunk = todo[start : start + scorer.batch_size]
+        for start in range(0, len(todo), batch_size):
+            chunk = todo[start : start + batch_size]
             _write_bad(bad_handle, bad)
             for record, outputs in _score_chunk(scorer, chunk, skip_bad, counts, bad):
                 line = {"line": r_line(record), "id": record.id, **_result(record, outputs)}

@@ -79,11 +79,28 @@ def run_lightning(argv: list[str]):
     )
 
 
+def build_reward(path: str, init_args: str = "{}"):
+    """The reward ``mmreward score --reward PATH --reward-args JSON`` names: its class, built with the args."""
+    from mmreward.configurable import import_path
+    from mmreward.protocols import check_reward
+
+    try:
+        kwargs = json.loads(init_args)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"--reward-args must be a JSON object; got {init_args!r} ({err.msg}).") from err
+    if not isinstance(kwargs, dict):
+        raise ValueError(f"--reward-args must be a JSON object such as '{{\"k\": 1}}'; got {init_args!r}.")
+    return check_reward(import_path(path)(**kwargs), f"mmreward score --reward {path}")
+
+
 def _score(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="mmreward score", description="Score a data file with a saved model."
     )
-    parser.add_argument("--model", required=True, help="a folder from save_pretrained or a .ckpt")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--model", help="a folder from save_pretrained or a .ckpt")
+    source.add_argument("--reward", help="import path of any reward class (mmreward.protocols.Reward)")
+    parser.add_argument("--reward-args", default="{}", help="JSON object of the --reward class's init args")
     parser.add_argument("--input", required=True, help="JSONL/JSON/Parquet records (canonical schema)")
     parser.add_argument("--output", required=True, help="JSONL file to write, one line per record")
     parser.add_argument("--batch-size", type=int, default=32)
@@ -104,8 +121,15 @@ def _score(argv: list[str]) -> int:
     set_media_policy(
         media_root=args.media_root, **({"max_pixels": args.max_pixels} if args.max_pixels else {})
     )
-    scorer = load(args.model, device=args.device, batch_size=args.batch_size, trust_config=args.trust_config)
-    counts = score_file(scorer, args.input, args.output, args.resume, args.skip_bad, args.format)
+    if args.reward:
+        scorer = build_reward(args.reward, args.reward_args)
+    else:
+        scorer = load(
+            args.model, device=args.device, batch_size=args.batch_size, trust_config=args.trust_config
+        )
+    counts = score_file(
+        scorer, args.input, args.output, args.resume, args.skip_bad, args.format, batch_size=args.batch_size
+    )
     if counts["bad"]:
         print(
             f"mmreward score: skipped {counts['bad']} bad record(s), named in {bad_path(args.output)}",
