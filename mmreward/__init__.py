@@ -11,6 +11,7 @@ from mmreward.configurable import Configurable
 from mmreward.heads import LinearHead, MLPHead, MultiAspectHead
 from mmreward.losses import RewardLoss
 from mmreward.models import RewardModel
+from mmreward.protocols import Reward
 from mmreward.scoring import Scorer, load
 from mmreward.types import HeadOutput, Preference, Ranking, Rating, RewardOutput, Sample
 
@@ -25,6 +26,7 @@ __all__ = [
     "Preference",
     "Ranking",
     "Rating",
+    "Reward",
     "RewardLoss",
     "RewardModel",
     "RewardOutput",
