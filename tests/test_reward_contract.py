@@ -85,6 +85,16 @@ def test_diffusers_best_of_n_takes_the_user_reward_as_it_is(tiny_sd_dir):  # noq
     assert brightness == pytest.approx(float(result.scores[0, best]), abs=1e-3)
 
 
+def test_diffusion_dpo_labels_pairs_with_the_user_reward(tiny_sd_dir):  # noqa: F811
+    from integrations.diffusers.dpo import DPOConfig, label_pairs
+    from integrations.diffusers.sampling import decode
+
+    pipe = load_pipe(tiny_sd_dir)
+    pairs = label_pairs(pipe, ["a cat", "a dog"], UserReward(), DPOConfig(num_inference_steps=2))
+    brightness = [decode(pipe, x).float().mean(dim=(1, 2, 3)) for x in (pairs.chosen, pairs.rejected)]
+    assert torch.all(brightness[0] >= brightness[1] - 1e-3) and torch.all(pairs.margin >= 0)
+
+
 def test_action_selector_chooses_with_the_user_reward():
     from integrations.robotics.selector import ActionSelector
 

@@ -3,7 +3,7 @@
 For each prompt the pipeline samples two images and the reward says which one wins; the denoiser
 then learns to lower its noise-prediction error on the winner more than on the loser, measured
 against the frozen model (the LoRA switched off), with the DPO logistic loss. Nothing is
-differentiated through the reward, so any reward model works (the sampling path of ``RewardFn``).
+differentiated through the reward, so any reward works (``mmreward.protocols.Reward``, or a ``RewardFn``).
 """
 
 from __future__ import annotations
@@ -15,8 +15,9 @@ import torch
 import torch.nn.functional as F
 
 from integrations.diffusers.adapters import Prepared, TrainSettings, adapters_disabled, prepare, save_lora
-from integrations.diffusers.reward import MultiReward, RewardFn
+from integrations.diffusers.reward import ImageReward, image_reward
 from integrations.diffusers.sampling import decode, denoise, encode_prompts, initial_latents
+from mmreward.protocols import Reward
 
 
 @dataclass
@@ -58,7 +59,7 @@ class PreferencePairs:
 
 @torch.no_grad()
 def label_pairs(
-    pipe: Any, prompts: list[str], reward: RewardFn | MultiReward, config: DPOConfig, seed: int = 0
+    pipe: Any, prompts: list[str], reward: ImageReward | Reward, config: DPOConfig, seed: int = 0
 ) -> PreferencePairs:
     """Sample two images per prompt and let ``reward`` pick the winner of each pair."""
     generator = torch.Generator(device="cpu").manual_seed(seed)
@@ -73,9 +74,8 @@ def label_pairs(
         config.eta,
         generator=generator,
     ).latents
-    scores = (
-        reward.score(decode(pipe, latents), [p for p in prompts for _ in range(2)]).score.float().view(-1, 2)
-    )
+    prompt_pairs = [p for p in prompts for _ in range(2)]
+    scores = image_reward(reward).score(decode(pipe, latents), prompt_pairs).score.float().view(-1, 2)
     first_wins = (scores[:, 0] >= scores[:, 1]).to(latents.device)
     pairs = latents.view(len(prompts), 2, *latents.shape[1:])
     chosen = torch.where(first_wins.view(-1, 1, 1, 1), pairs[:, 0], pairs[:, 1])

@@ -15,7 +15,7 @@ from typing import Any, Literal
 import torch
 
 from integrations.diffusers.adapters import Prepared, TrainSettings, prepare, save_lora
-from integrations.diffusers.reward import MultiReward, RewardFn
+from integrations.diffusers.reward import ImageReward, image_reward
 from integrations.diffusers.sampling import (
     PromptEmbeds,
     Trajectory,
@@ -26,6 +26,7 @@ from integrations.diffusers.sampling import (
     initial_latents,
     predict_noise,
 )
+from mmreward.protocols import Reward
 
 
 @dataclass
@@ -92,7 +93,8 @@ class PolicyGradientTrainer:
 
     Args:
         pipe: A Stable-Diffusion-style pipeline; trained in place.
-        reward: A ``RewardFn`` or ``MultiReward``; only ``score_detached`` is used.
+        reward: Any reward (``mmreward.protocols.Reward``), or a ``RewardFn``/``MultiReward``;
+            only ``score_detached`` is used.
         config: The method's settings.
         settings: Optimiser, LoRA and accelerate settings (DDPO used a learning rate of 3e-4).
     """
@@ -100,7 +102,7 @@ class PolicyGradientTrainer:
     def __init__(
         self,
         pipe: Any,
-        reward: RewardFn | MultiReward,
+        reward: ImageReward | Reward,
         config: PolicyGradientConfig | None = None,
         settings: TrainSettings | None = None,
     ) -> None:
@@ -111,7 +113,7 @@ class PolicyGradientTrainer:
                 "Set eta > 0 (DDPO uses 1.0) so every step has a log-probability."
             )
         self.settings = settings or TrainSettings(learning_rate=3e-4)
-        self.pipe, self.reward = pipe, reward
+        self.pipe, self.reward = pipe, image_reward(reward)
         self.prepared: Prepared = prepare(pipe, self.settings)
         self.generator = torch.Generator(device="cpu").manual_seed(self.settings.seed)
 
