@@ -72,9 +72,11 @@ def test_sigma_learns_which_pairs_are_ambiguous_and_the_mean_still_ranks(learnin
         sigma_murky = head(murky_items).log_sigma.exp().mean()
         x, y = items(500, False), items(500, False)
         ranked = ((head(x).score > head(y).score) == (utility(x) > utility(y))).float().mean()
-    record_property("uncertainty.sigma_ratio", float(sigma_murky / sigma_clear))
+    # the ratio is heavy-tailed over seeds (226 to 2275): its log is what spreads like a normal draw
+    log10_ratio = float(torch.log10(sigma_murky / sigma_clear))
+    record_property("uncertainty.log10_sigma_ratio", log10_ratio)
     record_property("uncertainty.heldout_ranking", float(ranked))
-    assert sigma_murky > 2 * sigma_clear, (sigma_murky, sigma_clear)
+    assert log10_ratio > math.log10(2), (sigma_murky, sigma_clear)  # murky sigma at least twice clear
     assert ranked > 0.89, ranked  # 0.971 +- 0.026 over five seeds (docs/learning-figures.md)
 
 
