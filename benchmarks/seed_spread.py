@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import statistics
 import subprocess
@@ -197,7 +198,7 @@ BARS: dict[str, tuple[str, float]] = {
     "vlm.quality.heldout_accuracy": (">=", 0.85),
     "training.colour.heldout_accuracy": (">=", 0.9),
     "uncertainty.heldout_ranking": (">=", 0.89),
-    "uncertainty.sigma_ratio": (">=", 2.0),
+    "uncertainty.log10_sigma_ratio": (">=", math.log10(2)),  # sigma murky / clear >= 2
     "dpo.accuracy": (">=", 0.65),
     "dpo.loss_over_log2": ("<=", 0.85),
 }
