@@ -14,6 +14,7 @@ import os
 import struct
 import subprocess
 import sys
+import time
 import zlib
 from pathlib import Path
 
@@ -309,3 +310,23 @@ def test_fit_data_names_a_bad_training_record_or_skips_it_with_a_count(corpus: d
     module = RewardDataModule(train=str(train), skip_bad=True)
     module.setup("fit")
     assert len(module.records["train"]) == 2 and "Skipped 1 bad record" in caplog.text
+
+
+def test_kill_9_then_resume_loses_and_duplicates_nothing(corpus: dict):
+    data = corpus["data"].parent / "many.jsonl"
+    data.write_bytes(b"".join(good_line(i) + b"\n" for i in range(120)))
+    out = corpus["root"] / "out" / "many.jsonl"
+    env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1"}
+    args = ["score", "--model", str(corpus["model"]), "--input", str(data), "--output", str(out)]
+    args += ["--batch-size", "2", "--device", "cpu"]
+    proc = subprocess.Popen([sys.executable, "-m", "mmreward.cli", *args], env=env, cwd=REPO)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and (not out.exists() or len(out.read_bytes().splitlines()) < 4):
+        time.sleep(0.05)
+    proc.kill()  # SIGKILL: no cleanup runs
+    proc.wait(timeout=30)
+    assert 4 <= len(out.read_bytes().splitlines()) < 120, "killed mid-run"
+    run = run_cli(*args, "--resume")
+    assert run.returncode == 0, run.stderr[-2000:]
+    lines = [json.loads(x)["line"] for x in out.read_text().splitlines()]
+    assert sorted(lines) == list(range(1, 121)), "every input line exactly once"
