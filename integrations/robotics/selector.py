@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from mmreward.guards import NonFiniteError
 from mmreward.protocols import Reward, score_outputs
 from mmreward.rewards import as_reward
 from mmreward.types import Sample
@@ -128,7 +129,11 @@ class ActionSelector:
                 meta = {"source": "ActionSelector", "id": f"env {env}", "field": f"candidates[{k}]"}
                 samples.append(Sample(prompt=self.prompt, point_cloud=cloud, action=action, meta=meta))
         t1 = time.perf_counter()
-        scores = np.array([o.score for o in score_outputs(self.reward, samples)], dtype=np.float64)
+        try:
+            outputs = score_outputs(self.reward, samples)
+        except NonFiniteError as err:  # a Scorer refuses NaN itself; say what it means here
+            raise ValueError(f"The reward gave non-finite scores ({err}); no action is chosen.") from err
+        scores = np.array([o.score for o in outputs], dtype=np.float64)
         self._timings.collate.append(t1 - t0)
         self._timings.forward.append(time.perf_counter() - t1)
         decisions, start = [], 0
