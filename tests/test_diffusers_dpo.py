@@ -25,20 +25,23 @@ def test_dpo_learns_the_reward_models_preferences(tiny_sd_dir, learning_seed, re
     assert torch.all(chosen >= rejected)
     assert torch.allclose(chosen - rejected, pairs.margin, atol=1e-5)
 
+    # 40 steps at lr 1e-2 left two worlds in five below both bars, and lr 1e-2 diverged on one
+    # world when run longer: 100 steps at 1e-2, then 100 at a quarter of it (docs/learning-figures.md)
     settings = TrainSettings(
         learning_rate=1e-2,
+        seed=learning_seed,
         lora=LoraSettings(target_modules=("to_q", "to_k", "to_v", "to_out.0", "conv1", "conv2")),
     )
     trainer = DiffusionDPOTrainer(pipe, config, settings)
     start = trainer.evaluate(pairs, seed=3)
-    assert math.isclose(
-        start["loss"], math.log(2), rel_tol=1e-4
-    )  # the adapter starts at zero: model == reference
-    trainer.train(pairs, steps=40)
+    # the adapter starts at zero: model == reference
+    assert math.isclose(start["loss"], math.log(2), rel_tol=1e-4)
+    trainer.train(pairs, steps=100)
+    for group in trainer.prepared.optimizer.param_groups:
+        group["lr"] = settings.learning_rate / 4
+    trainer.train(pairs, steps=100)
     end = trainer.evaluate(pairs, seed=3)
     record_property("dpo.loss_over_log2", end["loss"] / math.log(2))
     record_property("dpo.accuracy", end["accuracy"])
-    assert end["loss"] < 0.85 * math.log(2), end  # 0.52 measured (log 2 = 0.69)
-    assert end["accuracy"] >= 0.65, (
-        end
-    )  # 0.74 measured; a flipped sign in the loss drives it towards 0  # a flipped sign in the loss would drive this towards 0
+    assert end["loss"] < 0.85 * math.log(2), end  # 0.25 +- 0.19 log 2 over five seeds
+    assert end["accuracy"] >= 0.65, end  # 0.93 +- 0.04; a flipped sign in the loss drives it to 0
