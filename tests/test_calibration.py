@@ -101,7 +101,7 @@ def test_calibration_survives_save_and_load(tmp_path):
     scorer.save_pretrained(tmp_path)
     saved = json.loads((tmp_path / "config.json").read_text())["calibration"]
     assert saved["class_path"] == "mmreward.calibration.Calibration"
-    after = [o.calibrated for o in mr.load(tmp_path, device="cpu").score_samples(samples)]
+    after = [o.calibrated for o in mr.load(tmp_path, device="cpu", trust_config=True).score_samples(samples)]
     assert after == pytest.approx(before, abs=1e-6)
     assert after[2] - after[0] == pytest.approx(3.0 * 7 / report.temperature, rel=1e-5)
     rebuilt = instantiate(json.loads(json.dumps(to_config(scorer.calibration))))

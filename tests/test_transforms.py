@@ -161,6 +161,6 @@ def test_a_saved_scorer_keeps_its_transform_and_logs_components(tmp_path):
     assert [o.raw for o in before] == [0.0, 1.0, 3.0]
     assert before[0].provenance["components"]["0.Gate.gate_open"] == 0.0
     scorer.save_pretrained(tmp_path)
-    after = mr.load(tmp_path, device="cpu").score_samples(samples)
+    after = mr.load(tmp_path, device="cpu", trust_config=True).score_samples(samples)
     assert [o.score for o in after] == [o.score for o in before]
     assert after[2].provenance["components"] == before[2].provenance["components"]
