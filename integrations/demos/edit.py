@@ -15,10 +15,10 @@ from typing import Any
 
 import numpy as np
 
-from integrations.demos.quickstart import fit_quickstart
+from integrations.demos.quickstart import run_quickstart
 from mmreward.data.records import read_records
 from mmreward.metrics import correlations
-from mmreward.report import figure, metrics_table, write_html, write_metrics
+from mmreward.report import figure, metrics_table, write_html
 from mmreward.types import Rating
 
 CONFIG = Path(__file__).resolve().parents[2] / "configs" / "quickstart" / "edit.yaml"
@@ -36,8 +36,14 @@ def group_by_source(ratings: list[Rating], scores: np.ndarray) -> list[dict[str,
     return list(groups.values())
 
 
-def evaluate_edits(scorer: Any, ratings: list[Rating]) -> dict[str, Any]:
-    """Held-out figures of an edit scorer on graded candidates (``EditWorld`` rating records)."""
+def heldout_ratings(data: Path) -> list[Rating]:
+    """The graded candidates of the test split of an ``EditWorld`` folder."""
+    return [r for r in read_records(data / "test_ratings.jsonl") if isinstance(r, Rating)]
+
+
+def evaluate_edits(scorer: Any, data: Path) -> dict[str, Any]:
+    """Held-out figures of an edit scorer on the graded candidates of an ``EditWorld`` folder."""
+    ratings = heldout_ratings(data)
     scores = scorer.forward([r.sample for r in ratings]).score.numpy()
     target = np.array([r.score for r in ratings], dtype=float)
     groups = group_by_source(ratings, scores)
@@ -56,29 +62,16 @@ def evaluate_edits(scorer: Any, ratings: list[Rating]) -> dict[str, Any]:
 
 
 def run(output: Path, config: Path = CONFIG, extra_args: tuple[str, ...] = ()) -> dict[str, Any]:
-    """Train, evaluate and write ``output/metrics.json`` and ``output/report.html``.
-
-    Args:
-        output: The demo folder (the training run goes to ``output/run``).
-        config: The quick-start config.
-        extra_args: More LightningCLI flags (e.g. ``--trainer.max_steps=50``).
-    """
-    fitted = fit_quickstart(config, output, extra_args)
-    output, run_dir, scorer, train_seconds = Path(output), fitted.run_dir, fitted.scorer, fitted.train_seconds
-    ratings = [r for r in read_records(run_dir / "data" / "test_ratings.jsonl") if isinstance(r, Rating)]
-    metrics = evaluate_edits(scorer, ratings)
-    metrics.update(train_seconds=train_seconds, model_dir=str(run_dir / "model"))
-    write_metrics(output / "metrics.json", metrics)
-    write_report(output / "report.html", scorer, metrics, ratings)
+    """Train, evaluate and write ``output/metrics.json`` and ``output/report.html`` (``run_quickstart``)."""
+    metrics = run_quickstart(config, output, extra_args, evaluate_edits, write_report)
     spearman = metrics["heldout_correlations"]["spearman"]
     print(f"held-out Spearman {spearman:.3f}; correct edit beats: {metrics['correct_beats']}")
     return metrics
 
 
-def write_report(
-    path: Path, scorer: Any, metrics: dict[str, Any], ratings: list[Rating], sources: int = 8
-) -> Path:
+def write_report(path: Path, scorer: Any, metrics: dict[str, Any], data: Path, sources: int = 8) -> Path:
     """Held-out figures, then per source: the source image, the instruction and the scored candidates."""
+    ratings = heldout_ratings(data)
     scores = scorer.forward([r.sample for r in ratings]).score.numpy()
     rows = []
     for group in group_by_source(ratings, scores)[:sources]:

@@ -15,11 +15,11 @@ from typing import Any
 
 import numpy as np
 
-from integrations.demos.quickstart import fit_quickstart
+from integrations.demos.quickstart import run_quickstart
 from mmreward.data.records import read_records
 from mmreward.evaluation import evaluate
 from mmreward.metrics import pairwise_accuracy
-from mmreward.report import figure, metrics_table, write_html, write_metrics
+from mmreward.report import figure, metrics_table, write_html
 from mmreward.types import Preference, Sample
 
 CONFIG = Path(__file__).resolve().parents[2] / "configs" / "quickstart" / "t2i.yaml"
@@ -27,29 +27,19 @@ QUALITY_KINDS = ("blur", "noise", "jpeg")
 
 
 def run(output: Path, config: Path = CONFIG, extra_args: tuple[str, ...] = ()) -> dict[str, Any]:
-    """Train, evaluate and write ``output/metrics.json`` and ``output/report.html``.
-
-    Args:
-        output: The demo folder (the training run goes to ``output/run``).
-        config: The quick-start config.
-        extra_args: More LightningCLI flags (e.g. ``--trainer.max_steps=50``).
-    """
-    fitted = fit_quickstart(config, output, extra_args)
-    output, run_dir, scorer, train_seconds = Path(output), fitted.run_dir, fitted.scorer, fitted.train_seconds
-    data = run_dir / "data"
-    pairs = [r for r in read_records(data / "test.jsonl") if isinstance(r, Preference)]
-    metrics = heldout_metrics(scorer, pairs)
-    picks, best_rate = best_picks(scorer, data / "test_ratings.jsonl")
-    metrics.update(
-        best_pick_is_faithful=best_rate,
-        train_seconds=train_seconds,
-        model_dir=str(run_dir / "model"),
-    )
-    write_metrics(output / "metrics.json", metrics)
-    write_report(output / "report.html", metrics, picks[:8])
+    """Train, evaluate and write ``output/metrics.json`` and ``output/report.html`` (``run_quickstart``)."""
+    metrics = run_quickstart(config, output, extra_args, evaluate_t2i, write_report)
     print(
         f"held-out alignment pair accuracy: {metrics['heldout_alignment_accuracy']:.3f} ({metrics['heldout_alignment_pairs']} pairs)"
     )
+    return metrics
+
+
+def evaluate_t2i(scorer, data: Path) -> dict[str, Any]:
+    """Held-out figures of a text-to-image reward model on a ``T2IWorld`` folder."""
+    pairs = [r for r in read_records(data / "test.jsonl") if isinstance(r, Preference)]
+    metrics = heldout_metrics(scorer, pairs)
+    metrics["best_pick_is_faithful"] = best_picks(scorer, data / "test_ratings.jsonl")[1]
     return metrics
 
 
@@ -98,8 +88,9 @@ def best_picks(scorer, ratings_path: Path) -> tuple[list[dict[str, Any]], float]
     return picks, rate
 
 
-def write_report(path: Path, metrics: dict[str, Any], picks: list[dict[str, Any]]) -> Path:
+def write_report(path: Path, scorer, metrics: dict[str, Any], data: Path, prompts: int = 8) -> Path:
     """The report: held-out figures, then per prompt its candidates with scores, the model's pick outlined."""
+    picks = best_picks(scorer, data / "test_ratings.jsonl")[0][:prompts]
     rows = []
     for pick in picks:
         cells = []

@@ -17,10 +17,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-from integrations.demos.quickstart import fit_quickstart
+from integrations.demos.quickstart import run_quickstart
 from mmreward.data.records import read_records
 from mmreward.metrics import correlations, pairwise_accuracy
-from mmreward.report import figure, metrics_table, write_html, write_metrics
+from mmreward.report import figure, metrics_table, write_html
 from mmreward.types import Preference, Rating, Sample
 
 CONFIG = Path(__file__).resolve().parents[2] / "configs" / "quickstart" / "video.yaml"
@@ -80,19 +80,8 @@ class FrameShuffle:
 
 
 def run(output: Path, config: Path = CONFIG, extra_args: tuple[str, ...] = ()) -> dict[str, Any]:
-    """Train, evaluate and write ``output/metrics.json`` and ``output/report.html``.
-
-    Args:
-        output: The demo folder (the training run goes to ``output/run``).
-        config: The quick-start config.
-        extra_args: More LightningCLI flags (e.g. ``--trainer.max_steps=50``).
-    """
-    fitted = fit_quickstart(config, output, extra_args)
-    output, run_dir, scorer, train_seconds = Path(output), fitted.run_dir, fitted.scorer, fitted.train_seconds
-    metrics = evaluate_video(scorer, run_dir / "data")
-    metrics.update(train_seconds=train_seconds, model_dir=str(run_dir / "model"))
-    write_metrics(output / "metrics.json", metrics)
-    write_report(output / "report.html", scorer, metrics, run_dir / "data")
+    """Train, evaluate and write ``output/metrics.json`` and ``output/report.html`` (``run_quickstart``)."""
+    metrics = run_quickstart(config, output, extra_args, evaluate_video, write_report)
     acc = metrics["heldout_accuracy"]
     print("held-out pair accuracy per aspect: " + ", ".join(f"{k} {v:.3f}" for k, v in acc.items()))
     return metrics
