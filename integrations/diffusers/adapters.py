@@ -1,4 +1,5 @@
-"""LoRA adapters on the denoiser and the training setup every trainer shares (accelerate, optimizer).
+"""LoRA adapters on the denoiser and the training setup every trainer shares (accelerate, optimizer,
+the seeded sampling generator: ``LoraTrainer``).
 
 Follows the conventions of diffusers' ``train_text_to_image_lora.py``: the base weights are frozen,
 LoRA goes on the attention projections, only the adapter weights are trained (in fp32 when the
@@ -130,6 +131,34 @@ def save_lora(pipe: Any, directory: str | Path, accelerator: Any | None = None) 
     directory = Path(directory)
     type(pipe).save_lora_weights(directory, unet_lora_layers=state, safe_serialization=True)
     return directory
+
+
+class LoraTrainer:
+    """What the denoiser trainers share: the pipeline with a LoRA adapter set up by ``prepare``, a
+    seeded CPU generator for their sampling noise, and ``save_lora``.
+
+    Subclasses: ``RewardBackpropTrainer``, ``PolicyGradientTrainer``, ``DiffusionDPOTrainer``.
+
+    Args:
+        pipe: A Stable-Diffusion-style pipeline; trained in place.
+        settings: Optimiser, LoRA and accelerate settings.
+    """
+
+    def __init__(self, pipe: Any, settings: TrainSettings) -> None:
+        self.settings, self.pipe = settings, pipe
+        self.prepared: Prepared = prepare(pipe, settings)
+        self.generator = torch.Generator(device="cpu").manual_seed(settings.seed)
+
+    def save_lora(self, directory: str) -> None:
+        """Save the adapter in diffusers' LoRA format; reload with ``pipe.load_lora_weights``."""
+        save_lora(self.pipe, directory, self.prepared.accelerator)
+
+
+def cycled_prompts(prompts: list[str], step: int, size: int) -> list[str]:
+    """The ``size`` prompts of batch ``step`` when training cycles through ``prompts`` in order."""
+    if not prompts:
+        raise ValueError("Training got no prompts; pass a list of training prompts.")
+    return [prompts[(step * size + j) % len(prompts)] for j in range(size)]
 
 
 class adapters_disabled:  # noqa: N801 (a context manager reads as a clause)

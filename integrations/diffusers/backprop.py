@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch.utils.checkpoint import checkpoint
 
-from integrations.diffusers.adapters import Prepared, TrainSettings, adapters_disabled, prepare, save_lora
+from integrations.diffusers.adapters import LoraTrainer, TrainSettings, adapters_disabled, cycled_prompts
 from integrations.diffusers.reward import MultiReward, RewardFn
 from integrations.diffusers.sampling import (
     PromptEmbeds,
@@ -59,7 +59,7 @@ class BackpropConfig:
     refl_steps: tuple[int, int] | None = None
 
 
-class RewardBackpropTrainer:
+class RewardBackpropTrainer(LoraTrainer):
     """Fine-tune a Stable-Diffusion-style pipeline's denoiser (LoRA) on a differentiable reward.
 
     Args:
@@ -93,10 +93,8 @@ class RewardBackpropTrainer:
                 f"refl_steps must satisfy 1 <= low <= high <= num_inference_steps={self.config.num_inference_steps}; "
                 f"got {refl}."
             )
-        self.settings = settings or TrainSettings()
-        self.pipe, self.reward = pipe, reward
-        self.prepared: Prepared = prepare(pipe, self.settings)
-        self.generator = torch.Generator(device="cpu").manual_seed(self.settings.seed)
+        self.reward = reward
+        super().__init__(pipe, settings or TrainSettings())
 
     def _graph_steps(
         self,
@@ -176,15 +174,4 @@ class RewardBackpropTrainer:
 
     def train(self, prompts: list[str], steps: int) -> list[dict[str, float]]:
         """Run ``steps`` optimisation steps, cycling through ``prompts``; return the per-step logs."""
-        if not prompts:
-            raise ValueError("train() got no prompts; pass a list of training prompts.")
-        history = []
-        size = self.config.batch_size
-        for step in range(steps):
-            batch = [prompts[(step * size + j) % len(prompts)] for j in range(size)]
-            history.append(self.step(batch))
-        return history
-
-    def save_lora(self, directory: str) -> None:
-        """Save the adapter in diffusers' LoRA format; reload with ``pipe.load_lora_weights``."""
-        save_lora(self.pipe, directory, self.prepared.accelerator)
+        return [self.step(cycled_prompts(prompts, s, self.config.batch_size)) for s in range(steps)]

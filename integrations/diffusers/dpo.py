@@ -14,7 +14,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from integrations.diffusers.adapters import Prepared, TrainSettings, adapters_disabled, prepare, save_lora
+from integrations.diffusers.adapters import LoraTrainer, TrainSettings, adapters_disabled
 from integrations.diffusers.reward import ImageReward, image_reward
 from integrations.diffusers.sampling import decode, denoise, encode_prompts, initial_latents
 from mmreward.protocols import Reward
@@ -83,7 +83,7 @@ def label_pairs(
     return PreferencePairs(list(prompts), chosen, rejected, (scores[:, 0] - scores[:, 1]).abs().cpu())
 
 
-class DiffusionDPOTrainer:
+class DiffusionDPOTrainer(LoraTrainer):
     """Fine-tune the denoiser's LoRA on preference pairs with the Diffusion-DPO loss.
 
     Args:
@@ -96,10 +96,7 @@ class DiffusionDPOTrainer:
         self, pipe: Any, config: DPOConfig | None = None, settings: TrainSettings | None = None
     ) -> None:
         self.config = config or DPOConfig()
-        self.settings = settings or TrainSettings()
-        self.pipe = pipe
-        self.prepared: Prepared = prepare(pipe, self.settings)
-        self.generator = torch.Generator(device="cpu").manual_seed(self.settings.seed)
+        super().__init__(pipe, settings or TrainSettings())
 
     def loss(
         self, prompts: list[str], chosen: torch.Tensor, rejected: torch.Tensor
@@ -171,7 +168,3 @@ class DiffusionDPOTrainer:
             "loss": sum(float(r[0]) for r in results) / draws,
             "accuracy": sum(float(r[1]) for r in results) / draws,
         }
-
-    def save_lora(self, directory: str) -> None:
-        """Save the adapter in diffusers' LoRA format; reload with ``pipe.load_lora_weights``."""
-        save_lora(self.pipe, directory, self.prepared.accelerator)

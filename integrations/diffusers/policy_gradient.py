@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 import torch
 
-from integrations.diffusers.adapters import Prepared, TrainSettings, prepare, save_lora
+from integrations.diffusers.adapters import LoraTrainer, TrainSettings, cycled_prompts
 from integrations.diffusers.reward import ImageReward, image_reward
 from integrations.diffusers.sampling import (
     PromptEmbeds,
@@ -88,7 +88,7 @@ def group_advantages(
     return ((groups - groups.mean(dim=1, keepdim=True)) / (std + eps)).clamp(-clip, clip).flatten()
 
 
-class PolicyGradientTrainer:
+class PolicyGradientTrainer(LoraTrainer):
     """DDPO-style fine-tuning of the denoiser's LoRA on any reward (the sampling path).
 
     Args:
@@ -112,10 +112,8 @@ class PolicyGradientTrainer:
                 f"Policy-gradient training needs stochastic steps, but eta={self.config.eta}. "
                 "Set eta > 0 (DDPO uses 1.0) so every step has a log-probability."
             )
-        self.settings = settings or TrainSettings(learning_rate=3e-4)
-        self.pipe, self.reward = pipe, image_reward(reward)
-        self.prepared: Prepared = prepare(pipe, self.settings)
-        self.generator = torch.Generator(device="cpu").manual_seed(self.settings.seed)
+        self.reward = image_reward(reward)
+        super().__init__(pipe, settings or TrainSettings(learning_rate=3e-4))
 
     @torch.no_grad()
     def sample(self, prompts: list[str]) -> tuple[Trajectory, PromptEmbeds, dict[str, torch.Tensor]]:
@@ -187,13 +185,4 @@ class PolicyGradientTrainer:
 
     def train(self, prompts: list[str], steps: int) -> list[dict[str, float]]:
         """Run ``steps`` updates, cycling through ``prompts``; return the per-step logs."""
-        if not prompts:
-            raise ValueError("train() got no prompts; pass a list of training prompts.")
-        size = self.config.prompts_per_step
-        return [
-            self.step([prompts[(s * size + j) % len(prompts)] for j in range(size)]) for s in range(steps)
-        ]
-
-    def save_lora(self, directory: str) -> None:
-        """Save the adapter in diffusers' LoRA format; reload with ``pipe.load_lora_weights``."""
-        save_lora(self.pipe, directory, self.prepared.accelerator)
+        return [self.step(cycled_prompts(prompts, s, self.config.prompts_per_step)) for s in range(steps)]

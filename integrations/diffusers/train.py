@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from integrations.diffusers.adapters import TrainSettings
+from integrations.diffusers.adapters import TrainSettings, cycled_prompts
 from integrations.diffusers.backprop import BackpropConfig, RewardBackpropTrainer
 from integrations.diffusers.dpo import DiffusionDPOTrainer, DPOConfig, label_pairs
 from integrations.diffusers.evaluation import mean_reward
@@ -74,7 +74,7 @@ def _run_method(
         if pairs is not None:
             logs = trainer.train(pairs, 1)[0]
         else:
-            logs = trainer.step([prompts[(i * size + j) % len(prompts)] for j in range(size)])
+            logs = trainer.step(cycled_prompts(prompts, i, size))
         log.write(json.dumps({"step": i, **logs}) + "\n")
         log.flush()
     return trainer
