@@ -50,6 +50,9 @@ class CausalBackbone(nn.Module, abc.ABC):
             reward models set it, since their weights come from ``model.safetensors``.
     """
 
+    system_prompt: str | None = None
+    """A system turn before each user turn (``chat_text``); subclasses take it as an init arg."""
+
     lora_targets: str | list[str] = [
         "q_proj",
         "k_proj",
@@ -174,6 +177,18 @@ class CausalBackbone(nn.Module, abc.ABC):
     @abc.abstractmethod
     def shared_key(self, sample: Sample) -> Any:
         """What must be equal for two samples to share a prefix (prompt and media)."""
+
+    def chat_text(self, sample: Sample, user_content: Any, with_response: bool = True) -> str:
+        """The chat-template text: the system turn (``self.system_prompt``, if any), the user turn
+        holding ``user_content``, then the response as the assistant turn (or, with
+        ``with_response=False``, the assistant header only)."""
+        messages = [{"role": "system", "content": self.system_prompt}] if self.system_prompt else []
+        messages.append({"role": "user", "content": user_content})
+        if with_response and sample.response is not None:
+            messages.append({"role": "assistant", "content": sample.response})
+        return self.preprocessor.apply_chat_template(
+            messages, tokenize=False, add_generation_prompt=not with_response
+        )
 
     def full_text(self, sample: Sample) -> str:
         """The text a sample is scored on: its chat rendering, then the reward token if pooled there."""

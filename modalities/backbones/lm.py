@@ -88,14 +88,7 @@ class LMBackbone(CausalBackbone, Configurable):
                 f"{sample.where(media[0])}: LMBackbone reads text only but the sample has {media[0]!r}. "
                 "Use VLMBackbone for media, or drop the field."
             )
-        messages = [{"role": "system", "content": self.system_prompt}] if self.system_prompt else []
-        messages.append({"role": "user", "content": sample.prompt})
-        if with_response and sample.response is not None:
-            messages.append({"role": "assistant", "content": sample.response})
-        text = self.tokenizer.apply_chat_template(
-            messages, tokenize=False, add_generation_prompt=not with_response
-        )
-        return text, {}
+        return self.chat_text(sample, sample.prompt, with_response), {}
 
     def shared_key(self, sample: Sample) -> Any:
         return sample.prompt

@@ -131,15 +131,7 @@ class VLMBackbone(CausalBackbone, Configurable):
         images, videos = self.sample_media(sample)
         content = [{"type": "image"} for _ in images] + [{"type": "video"} for _ in videos]
         content.append({"type": "text", "text": sample.prompt})
-        messages = [{"role": "system", "content": self.system_prompt}] if self.system_prompt else []
-        messages.append({"role": "user", "content": content})
-        respond = with_response and sample.response is not None
-        if respond:
-            messages.append({"role": "assistant", "content": sample.response})
-        text = self.preprocessor.apply_chat_template(
-            messages, tokenize=False, add_generation_prompt=not with_response
-        )
-        return text, {"images": images, "videos": videos}
+        return self.chat_text(sample, content, with_response), {"images": images, "videos": videos}
 
     def shared_key(self, sample: Sample) -> Any:
         media = (sample.source_image, sample.image, *(sample.images or []), sample.video)
