@@ -113,6 +113,7 @@ TESTS = {
     "training": "tests/test_training.py::test_fit_on_own_data_exports_a_model_that_ranks_held_out_pairs",
     "uncertainty": "tests/test_uncertainty.py::test_sigma_learns_which_pairs_are_ambiguous_and_the_mean_still_ranks",
     "dpo": "tests/test_diffusers_dpo.py::test_dpo_learns_the_reward_models_preferences",
+    "cloth_dpo": "tests/test_action_selection.py::test_dpo_implicit_reward_is_learned_and_above_chance",
 }
 """Smaller learning tests, run as they are under ``MMREWARD_SEED``; their figures come back through
 ``record_property`` in the JUnit XML."""
@@ -193,6 +194,7 @@ BARS: dict[str, tuple[str, float]] = {
     "cloth.gain_over_untrained": (">=", 0.15),
     "cloth.margin_over_random": (">=", 0.04),
     "cloth.oracle_gap_closed": (">=", 0.2),
+    "cloth.implicit_reward_accuracy": (">=", 0.521),  # chance + 2 SE on about 2400 pairs (xfail)
     "lm.echo.heldout_accuracy": (">=", 0.72),
     "lm.echo.untrained_accuracy": ("<=", 0.68),
     "vlm.quality.heldout_accuracy": (">=", 0.85),
