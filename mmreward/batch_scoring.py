@@ -12,7 +12,7 @@ from typing import Any
 from mmreward.data.records import FieldMap, Record, RecordError, read_records
 from mmreward.data.validation import BadRecord, bad_record
 from mmreward.evaluation import flatten
-from mmreward.types import Preference, Ranking, RewardOutput
+from mmreward.types import Preference, Ranking, Rating, RewardOutput
 
 logger = logging.getLogger(__name__)
 
@@ -33,15 +33,57 @@ def _done_lines(output: Path) -> set[int]:
     return done
 
 
-def _result(record: Record, outputs: list[RewardOutput]) -> dict[str, Any]:
-    def plain(o: RewardOutput) -> dict[str, Any]:
-        return {k: v for k, v in asdict(o).items() if v is not None and k != "provenance"}
+def _plain(output: RewardOutput) -> dict[str, Any]:
+    return {k: v for k, v in asdict(output).items() if v is not None and k != "provenance"}
 
+
+def _labels(record: Record) -> dict[str, Any]:
+    """The labels a record came with, echoed beside its scores (none for a candidate)."""
     if isinstance(record, Preference):
-        return {"chosen": plain(outputs[0]), "rejected": plain(outputs[1])}
-    if isinstance(record, Ranking):
-        return {"candidates": [plain(o) for o in outputs]}
-    return plain(outputs[0])
+        names = ("label", "margin", "aspects", "chosen_score", "rejected_score")
+    elif isinstance(record, Rating):
+        names = ("score", "scores")
+    elif isinstance(record, Ranking):
+        return {"ranking": list(record.order)}
+    else:
+        return {}
+    return {name: getattr(record, name) for name in names if getattr(record, name) is not None}
+
+
+def record_result(record: Record, outputs: list[RewardOutput]) -> dict[str, Any]:
+    """One record's scores in the output schema (docs/scoring.md), without ``line`` and ``provenance``.
+
+    A candidate or a rating gives the ``RewardOutput`` fields (``score``, ``raw``, ...) at the top
+    level, a preference ``chosen`` and ``rejected``, a ranking ``candidates`` (input order); a labelled
+    record's labels come back under ``labels``, its ``subset`` under ``subset``.
+    """
+    if isinstance(record, Preference):
+        result = {"chosen": _plain(outputs[0]), "rejected": _plain(outputs[1])}
+    elif isinstance(record, Ranking):
+        result = {"candidates": [_plain(o) for o in outputs]}
+    else:
+        result = _plain(outputs[0])
+    labels = _labels(record)
+    if labels:
+        result["labels"] = labels
+    if record.subset is not None:
+        result["subset"] = record.subset
+    return result
+
+
+def score_records(reward, records: list[Record], batch_size: int = 32) -> list[dict[str, Any]]:
+    """Score records of any kind (candidates, preferences, ratings, rankings) with ``reward``.
+
+    Returns:
+        One dict per record: ``id`` and ``record_result``'s fields, as ``mmreward score`` writes them.
+    """
+    results = []
+    for start in range(0, len(records), batch_size):
+        chunk = records[start : start + batch_size]
+        samples, spans = flatten(chunk)
+        outputs = reward.score_samples(samples)
+        results += [{"id": r.id, **record_result(r, outputs[s])} for r, s in zip(chunk, spans)]
+    return results
 
 
 def score_file(
@@ -60,8 +102,10 @@ def score_file(
     ``scorer`` is any reward (``mmreward.protocols.Reward``): a ``Scorer``, a judge, a user's class;
     ``batch_size`` records go to its ``score_samples`` at a time, and are written after each call.
 
+    Records may be unlabelled candidates (a prompt and media) or labelled records of any kind.
     Each output line holds the input ``line`` and ``id`` and the ``RewardOutput`` fields (for a
-    preference, ``chosen`` and ``rejected``; for a ranking, ``candidates``). Lines are flushed per
+    preference, ``chosen`` and ``rejected``; for a ranking, ``candidates``), and a labelled record's
+    labels under ``labels`` (``record_result``; docs/scoring.md). Lines are flushed per
     batch, so an interrupted run keeps what it scored; ``resume`` skips input lines already there.
     With ``skip_bad``, every record left out (a bad line, field or media file) is counted and named,
     with its error, in ``bad_path(output_path)``, rewritten on each run.
@@ -76,7 +120,9 @@ def score_file(
     if not resume and output_path.exists():
         output_path.unlink()
     bad: list[BadRecord] = []
-    records = read_records(input_path, field_map, skip_bad=skip_bad, media_root=media_root, bad_records=bad)
+    records = read_records(
+        input_path, field_map, skip_bad=skip_bad, media_root=media_root, bad_records=bad, unlabeled=True
+    )
     todo = [r for r in records if r_line(r) not in done]
     counts = {"scored": 0, "skipped_done": len(records) - len(todo), "bad": len(bad)}
     output_path.parent.mkdir(parents=True, exist_ok=True)
@@ -90,7 +136,7 @@ def score_file(
             chunk = todo[start : start + batch_size]
             _write_bad(bad_handle, bad)
             for record, outputs in _score_chunk(scorer, chunk, skip_bad, counts, bad):
-                line = {"line": r_line(record), "id": record.id, **_result(record, outputs)}
+                line = {"line": r_line(record), "id": record.id, **record_result(record, outputs)}
                 if not provenance_written:
                     line["provenance"] = outputs[0].provenance
                     provenance_written = True

@@ -9,7 +9,7 @@ import numpy as np
 
 from mmreward.data.records import Record
 from mmreward.metrics import correlations, grouped_accuracy, pairwise_accuracy, ranking_pair_accuracy
-from mmreward.types import Preference, Ranking, Rating, Sample
+from mmreward.types import Candidate, Preference, Ranking, Rating, Sample
 
 
 def flatten(records: Sequence[Record]) -> tuple[list[Sample], list[slice]]:
@@ -20,7 +20,7 @@ def flatten(records: Sequence[Record]) -> tuple[list[Sample], list[slice]]:
         start = len(samples)
         if isinstance(record, Preference):
             samples += [record.chosen, record.rejected]
-        elif isinstance(record, Rating):
+        elif isinstance(record, (Rating, Candidate)):
             samples.append(record.sample)
         elif isinstance(record, Ranking):
             samples += record.candidates

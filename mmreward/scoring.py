@@ -89,6 +89,7 @@ class Scorer:
         """Raw model outputs for ``samples``, batched; tensors on the CPU in float32."""
         if not samples:
             raise ValueError("Nothing to score: got an empty list of samples.")
+        _refuse_steps(samples)
         parts: list[HeadOutput] = []
         with torch.inference_mode(), self._autocast():
             for start in range(0, len(samples), self.batch_size):
@@ -193,6 +194,25 @@ class Scorer:
             return [o.score for o in outputs]
         return [{"score": o.score, **(o.aspects or {})} for o in outputs]
 
+    def score_records(self, records: str | Path | Sequence[Any]) -> list[dict[str, Any]]:
+        """Score records of any kind: unlabelled candidates, preferences, ratings, rankings.
+
+        Args:
+            records: Records from ``read_records`` (``Candidate``, ``Preference``, ...), or a data
+                file, read with ``read_records(path, unlabeled=True)``.
+
+        Returns:
+            One dict per record in the output schema of ``mmreward score`` (docs/scoring.md):
+            ``id`` and ``score``/``raw``/... for a candidate or a rating, ``chosen``/``rejected``
+            for a preference, ``candidates`` for a ranking; given labels under ``labels``.
+        """
+        from mmreward.batch_scoring import score_records
+        from mmreward.data.records import read_records
+
+        if isinstance(records, (str, Path)):
+            records = read_records(records, unlabeled=True)
+        return score_records(self, list(records), self.batch_size)
+
     def rank(self, prompt: str, **media: Sequence[Any]) -> list[int]:
         """Indices of the candidates for one prompt, best first."""
         scores = torch.tensor(self.score(prompts=prompt, **media))
@@ -228,6 +248,18 @@ def save_pretrained(
     save_model(model, str(directory / WEIGHTS_NAME))
     (directory / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n")
     return directory
+
+
+def _refuse_steps(samples: Sequence[Sample]) -> None:
+    """Refuse reasoning steps: no model here returns per-step scores yet, and a model that ignores
+    ``steps`` would score the rest of the sample as if they were not there."""
+    for sample in samples:
+        if sample.steps is not None:
+            raise ValueError(
+                f"{sample.where('steps')}: Scorer has no path for reasoning steps yet (no mmreward model "
+                "returns per-step scores). Drop 'steps' (or put the text in 'response'), or score with a "
+                "reward class of your own that reads them (mmreward score --reward CLASS_PATH)."
+            )
 
 
 def _to_device(inputs: Any, device: torch.device) -> Any:

@@ -119,6 +119,20 @@ class Ranking:
 
 
 @dataclass
+class Candidate:
+    """One unlabelled candidate: a prompt and what a generation loop produced for it, to be scored.
+
+    In a data file it is a record with a ``prompt`` and media fields but no labels (no
+    ``chosen``/``rejected``, ``score``/``scores`` or ``candidates``/``ranking``). Only scoring reads
+    it (``mmreward score``, ``Scorer.score_records``); training and evaluation need labels.
+    """
+
+    sample: Sample
+    subset: str | None = None
+    id: str | None = None
+
+
+@dataclass
 class HeadOutput:
     """What a reward model's forward returns for N samples.
 

@@ -1,4 +1,5 @@
-"""Read canonical records (JSONL, JSON arrays, Parquet) into ``Preference``, ``Rating`` and ``Ranking``.
+"""Read canonical records (JSONL, JSON arrays, Parquet) into ``Preference``, ``Rating``, ``Ranking``
+and, for scoring, unlabelled ``Candidate`` records.
 
 Every error names the file, the record (line number and id) and the field. Media paths are
 resolved relative to the file that names them, and checked to exist when the file is read, so a
@@ -25,11 +26,11 @@ from mmreward.data.validation import (
     require_object,
     warn_duplicate_ids,
 )
-from mmreward.types import MEDIA_FIELDS, Preference, Ranking, Rating, Sample
+from mmreward.types import MEDIA_FIELDS, Candidate, Preference, Ranking, Rating, Sample
 
 logger = logging.getLogger(__name__)
 
-Record = Preference | Rating | Ranking
+Record = Preference | Rating | Ranking | Candidate
 FieldMap = dict[str, str] | str | None
 PATH_FIELDS = ("image", "images", "video", "source_image", "point_cloud")
 SIDE_FIELDS = set(MEDIA_FIELDS) | {"score"}
@@ -201,9 +202,15 @@ def _unknown_field_error(raw: dict[str, Any], where: _Where, known: set[str]) ->
 
 
 def parse_record(
-    raw: dict[str, Any], base: Path, where: _Where, check_media: bool = True, media_root: str | None = None
+    raw: dict[str, Any],
+    base: Path,
+    where: _Where,
+    check_media: bool = True,
+    media_root: str | None = None,
+    unlabeled: bool = False,
 ) -> Record:
-    """One canonical record: preference (``chosen``), ranking (``candidates``) or rating (``score(s)``)."""
+    """One canonical record: preference (``chosen``), ranking (``candidates``), rating (``score(s)``)
+    or, with ``unlabeled``, a candidate (``prompt`` and media fields, no labels)."""
     if not isinstance(raw, dict):
         raise RecordError(f"{where('<record>')}: expected a JSON object, got {type(raw).__name__}.")
     prompt = _prompt(raw, where)
@@ -246,15 +253,34 @@ def parse_record(
             scores=_aspects(raw, where, "scores", None, None),
             **common,
         )
-    typo = _unknown_field_error(
-        raw, where, {"chosen", "rejected", "candidates", "ranking", "score", "scores"}
-    )
+    return _parse_candidate(raw, prompt, base, where, (check_media, media_root), common, unlabeled)
+
+
+LABEL_FIELDS = {"chosen", "rejected", "candidates", "ranking", "score", "scores"}
+
+
+def _parse_candidate(
+    raw: dict[str, Any], prompt: str, base: Path, where: _Where, media: tuple, common: dict, unlabeled: bool
+) -> Candidate:
+    """A record with no labels: a prompt and media fields, as a generation loop writes them."""
+    typo = _unknown_field_error(raw, where, LABEL_FIELDS | set(MEDIA_FIELDS))
     if typo is not None:
         raise typo
-    raise RecordError(
-        f"{where('<record>')}: cannot tell the record's kind. A preference needs 'chosen' and 'rejected', "
-        "a rating 'score' or 'scores', a ranking 'candidates' and 'ranking'."
-    )
+    sample_obj = {k: v for k, v in raw.items() if k in MEDIA_FIELDS and v is not None}
+    if not sample_obj:
+        raise RecordError(
+            f"{where('<record>')}: cannot tell the record's kind: it has a prompt but nothing to score. "
+            f"A candidate needs a response or media ({', '.join(MEDIA_FIELDS)}); a preference needs "
+            "'chosen' and 'rejected', a rating 'score' or 'scores', a ranking 'candidates' and 'ranking'."
+        )
+    if not unlabeled:
+        raise RecordError(
+            f"{where('<record>')}: the record has no labels (a candidate: prompt + "
+            f"{', '.join(sorted(sample_obj))}); training and evaluation need a preference ('chosen' and "
+            "'rejected'), a rating ('score' or 'scores') or a ranking ('candidates' and 'ranking'). "
+            "To score unlabelled records use `mmreward score` or Scorer.score_records."
+        )
+    return Candidate(sample=parse_sample(sample_obj, prompt, base, where, "", *media), **common)
 
 
 def _parse_ranking(
@@ -281,6 +307,7 @@ def read_records(
     check_media: bool = True,
     media_root: str | Path | None = None,
     bad_records: list[BadRecord] | None = None,
+    unlabeled: bool = False,
 ) -> list[Record]:
     """Read every record of a data file.
 
@@ -295,6 +322,8 @@ def read_records(
         media_root: Refuse media paths that resolve outside this folder; default the media policy's
             (``mmreward.data.validation.set_media_policy``).
         bad_records: With ``skip_bad``, one ``BadRecord`` per skipped record is appended here.
+        unlabeled: Also accept records with no labels, read as ``Candidate`` (for scoring). Off by
+            default, so that a training or evaluation file without labels is refused by name.
 
     Raises:
         RecordError / FileNotFoundError naming the file, line, id and field (unless ``skip_bad``).
@@ -314,7 +343,7 @@ def read_records(
                 convert, require_object(raw, path, line), _Where(path, line, record_id)
             ):
                 where = _Where(path, line, converted.get("id", record_id))
-                records.append(parse_record(converted, base, where, check_media, root))
+                records.append(parse_record(converted, base, where, check_media, root, unlabeled))
                 ids.append((records[-1].id, line))
         except (RecordError, OSError, ValueError, TypeError) as err:
             if not skip_bad:
