@@ -1,4 +1,9 @@
-"""The ``mmreward`` command: ``fit|validate|test|predict`` (LightningCLI), ``score``, ``eval``, ``demo``."""
+"""The ``mmreward`` command: ``fit|validate|test|predict`` (LightningCLI), ``score``, ``eval``, ``demo``.
+
+Errors: bad input (a record, a file, a flag) is one line, ``mmreward: error: FILE:LINE (id X) field F:
+reason``, and exit status 2; ``--debug`` or ``MMREWARD_DEBUG=1`` shows the traceback. Anything else
+is an internal error: its traceback, a request to report it, and exit status 1.
+"""
 
 from __future__ import annotations
 
@@ -7,19 +12,80 @@ import difflib
 import json
 import os
 import sys
-from importlib.metadata import EntryPoint, entry_points
+import textwrap
+import time
+from importlib.metadata import EntryPoint, PackageNotFoundError, entry_points, version
 from pathlib import Path
 
+from mmreward.cli_errors import DEBUG_ENV, DEBUG_HELP, EXIT_BAD_INPUT, report_error
+
 LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
-USAGE = """usage: mmreward COMMAND ...
+COMMANDS = {
+    "fit": "train a reward model from a LightningCLI config (--config FILE.yaml, overrides such as "
+    "--data.train T.jsonl --trainer.max_epochs 3); ends by saving the best model to "
+    "<trainer.default_root_dir>/model",
+    "validate": "run a config's model over its validation data (LightningCLI)",
+    "test": "run a config's model over its test data (LightningCLI)",
+    "predict": "run a config's model over its predict data (LightningCLI)",
+    "score": "score a data file with a saved model or any reward class, one JSON line per record; "
+    "records need no labels (a prompt and an image, video, edit, point cloud + action or response)",
+    "eval": "evaluate a saved model on labelled data (pair accuracy, rating correlations, ranking "
+    "accuracy) in the canonical schema or a public format",
+    "demo": "run a task's main job on its embedded default data, on a CPU, in minutes; writes "
+    "metrics.json and report.html",
+}
+TRUST_HELP = (
+    "build any class the model's config names, not only mmreward's own (only for a model folder you trust)"
+)
+
+
+class HelpFormatter(argparse.HelpFormatter):
+    """argparse's help, without breaking names such as ``genai-bench-video`` at their hyphens."""
+
+    def _split_lines(self, text: str, width: int) -> list[str]:
+        return textwrap.wrap(" ".join(text.split()), width, break_on_hyphens=False)
+
+
+def package_version() -> str:
+    """The installed distribution's version (the source tree's when it is not installed)."""
+    try:
+        return version("mmreward")
+    except PackageNotFoundError:
+        from mmreward import __version__
+
+        return __version__
+
+
+def main_help() -> str:
+    """``mmreward --help``: every command, the global options and the exit statuses, in words."""
+    width = max(map(len, COMMANDS))
+    indent = " " * (width + 4)
+    commands = "\n".join(
+        textwrap.fill(text, 100, initial_indent=f"  {name:<{width}}  ", subsequent_indent=indent)
+        for name, text in COMMANDS.items()
+    )
+    return f"""usage: mmreward [--debug] [--version] COMMAND [OPTIONS]
+
+Train, score and evaluate multimodal reward models (text-to-image, video, image edit, point-cloud
+action preference, text and VLM rewards).
 
 commands:
-  fit|validate|test|predict --config CONFIG.yaml [--data.train T.jsonl ...]   (LightningCLI)
-  score   --model DIR --input DATA.jsonl --output SCORES.jsonl [--resume] [--skip-bad]
-  eval    --model DIR --data FILE [--format NAME] [--output METRICS.json]
-  demo    [--task NAME] [--output DIR]
+{commands}
+
+options:
+  -h, --help  show this help and exit; `mmreward COMMAND --help` describes a command's options
+  --version   print mmreward's version and exit
+  --debug     {DEBUG_HELP}
+
+exit status: 0 done; 2 bad input or usage (the message names file, line, id and field);
+1 an internal error (shown with its traceback: please report it); 130 interrupted.
+
+examples:
+  mmreward fit   --config configs/quickstart/t2i.yaml --trainer.default_root_dir runs/t2i
+  mmreward score --model runs/t2i/model --input generations.jsonl --output scores.jsonl
+  mmreward eval  --model runs/t2i/model --data test.jsonl --format pick-a-pic
+  mmreward demo  --task video --output demo/
 """
-TRUST_HELP = "build any class the model's config names (only for a model folder you trust)"
 
 
 def export_trained(trainer, module) -> Path | None:
@@ -93,26 +159,82 @@ def build_reward(path: str, init_args: str = "{}"):
     return check_reward(import_path(path)(**kwargs), f"mmreward score --reward {path}")
 
 
+def _formats_help() -> str:
+    from mmreward.data.formats import FORMATS
+
+    return ", ".join(sorted(FORMATS))
+
+
+def _common_options(parser: argparse.ArgumentParser, records: str) -> None:
+    """The options ``score`` and ``eval`` share: batching, device, format, bad records, trust."""
+    parser.add_argument(
+        "--batch-size", type=int, default=32, metavar="N",
+        help=f"{records} per batch sent to the model (default 32); lower it if the device runs out of memory",
+    )  # fmt: skip
+    parser.add_argument(
+        "--device", default=None, metavar="DEVICE",
+        help="where the model runs: cpu, cuda, cuda:1, mps, ... (default: cuda when available, else cpu; "
+        "bf16 autocast on GPUs that have it)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--format", default=None, metavar="NAME",
+        help="read the data file in a public format instead of the canonical schema (docs/data.md); "
+        f"one of: {_formats_help()}",
+    )  # fmt: skip
+    parser.add_argument("--trust-config", action="store_true", help=TRUST_HELP)
+    parser.add_argument("--debug", action="store_true", help=DEBUG_HELP)
+
+
 def _score(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
-        prog="mmreward score", description="Score a data file with a saved model."
+        formatter_class=HelpFormatter,
+        prog="mmreward score",
+        description="Score every record of a data file and write one JSON line per record, as it goes. "
+        "Records need no labels: a prompt and a candidate (response, image, images, video, "
+        "source_image + image, point_cloud + action) is enough; labelled records (preference, rating, "
+        "ranking) are scored too, their labels echoed. Output schema per kind: docs/scoring.md.",
+        epilog="Ends with a summary on stderr (records scored, skipped, bad, seconds, records/s) and the "
+        "counts as JSON on stdout. Exit status 2 on bad input, naming file, line, id and field.",
     )
     source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--model", help="a folder from save_pretrained or a .ckpt")
-    source.add_argument("--reward", help="import path of any reward class (mmreward.protocols.Reward)")
-    parser.add_argument("--reward-args", default="{}", help="JSON object of the --reward class's init args")
-    parser.add_argument("--input", required=True, help="JSONL/JSON/Parquet records (canonical schema)")
-    parser.add_argument("--output", required=True, help="JSONL file to write, one line per record")
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--device", default=None)
-    parser.add_argument("--format", default=None, help="a public format name (mmreward.data.formats)")
-    parser.add_argument("--resume", action="store_true", help="skip input lines already in --output")
-    parser.add_argument(
-        "--skip-bad", action="store_true", help="warn about and count bad records instead of stopping"
+    source.add_argument(
+        "--model",
+        metavar="DIR",
+        help="a saved model: a folder from save_pretrained / mmreward fit, or a .ckpt",
     )
-    parser.add_argument("--trust-config", action="store_true", help=TRUST_HELP)
-    parser.add_argument("--media-root", default=None, help="refuse media paths that resolve outside DIR")
-    parser.add_argument("--max-pixels", type=int, default=None, help="refuse images with more pixels")
+    source.add_argument(
+        "--reward", metavar="CLASS_PATH",
+        help="instead of --model, the import path of any reward class (mmreward.protocols.Reward), "
+        "e.g. mypkg.rewards.MyReward",
+    )  # fmt: skip
+    parser.add_argument(
+        "--reward-args", default="{}", metavar="JSON", help="the --reward class's init args as a JSON object"
+    )
+    parser.add_argument(
+        "--input", required=True, metavar="FILE",
+        help="records to score: .jsonl, .json, .csv or .parquet; media paths relative to the file",
+    )  # fmt: skip
+    parser.add_argument(
+        "--output", required=True, metavar="FILE",
+        help="JSONL file to write, one line per record (line, id, score, ...); replaced unless --resume",
+    )  # fmt: skip
+    parser.add_argument(
+        "--resume", action="store_true",
+        help="keep what --output already holds and score only the input lines not in it",
+    )  # fmt: skip
+    parser.add_argument(
+        "--skip-bad", action="store_true",
+        help="skip bad records (warned and counted, each named in OUTPUT's .bad.jsonl) instead of stopping",
+    )  # fmt: skip
+    parser.add_argument(
+        "--media-root", default=None, metavar="DIR", help="refuse media paths that resolve outside DIR"
+    )
+    parser.add_argument(
+        "--max-pixels", type=int, default=None, metavar="N",
+        help="refuse images of more than N pixels, before decoding them (default 64 Mpx)",
+    )  # fmt: skip
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar (it is drawn on stderr)")
+    _common_options(parser, "records")
     args = parser.parse_args(argv)
     from mmreward.batch_scoring import bad_path, score_file
     from mmreward.data.validation import set_media_policy
@@ -127,32 +249,50 @@ def _score(argv: list[str]) -> int:
         scorer = load(
             args.model, device=args.device, batch_size=args.batch_size, trust_config=args.trust_config
         )
+    began = time.perf_counter()
     counts = score_file(
-        scorer, args.input, args.output, args.resume, args.skip_bad, args.format, batch_size=args.batch_size
-    )
-    if counts["bad"]:
-        print(
-            f"mmreward score: skipped {counts['bad']} bad record(s), named in {bad_path(args.output)}",
-            file=sys.stderr,
-        )
+        scorer, args.input, args.output, args.resume, args.skip_bad, args.format,
+        progress=not args.no_progress, batch_size=args.batch_size,
+    )  # fmt: skip
+    seconds = time.perf_counter() - began
+    print(score_summary(counts, seconds, args.output, bad_path(args.output)), file=sys.stderr)
     print(json.dumps(counts))
     return 0
 
 
+def score_summary(counts: dict[str, int], seconds: float, output: str | Path, bad_file: str | Path) -> str:
+    """The line ``mmreward score`` ends with: records scored, skipped, bad, seconds, records/s."""
+    rate = counts["scored"] / seconds if seconds > 0 else float("inf")
+    bad = f"{counts['bad']} bad" + (f" (named in {bad_file})" if counts["bad"] else "")
+    return (
+        f"mmreward score: {counts['scored']} records scored, {counts['skipped_done']} skipped "
+        f"(already in the output), {bad}; {seconds:.1f} s, {rate:.1f} records/s; wrote {output}"
+    )
+
+
 def _eval(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
-        prog="mmreward eval", description="Evaluate a saved model on labelled data."
+        formatter_class=HelpFormatter,
+        prog="mmreward eval",
+        description="Evaluate a saved model on labelled data: pair accuracy (overall, per subset, per "
+        "aspect) for preferences, Pearson/Spearman/Kendall correlations for ratings, pair accuracy for "
+        "rankings. Prints the metrics as JSON.",
     )
-    parser.add_argument("--model", required=True)
-    parser.add_argument("--data", required=True)
     parser.add_argument(
-        "--format", default=None, help="a public format name (mmreward.data.formats) or canonical"
+        "--model",
+        required=True,
+        metavar="DIR",
+        help="a folder from save_pretrained / mmreward fit, or a .ckpt",
     )
-    parser.add_argument("--output", default=None, help="write the metrics here as JSON")
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--device", default=None)
-    parser.add_argument("--skip-bad", action="store_true")
-    parser.add_argument("--trust-config", action="store_true", help=TRUST_HELP)
+    parser.add_argument(
+        "--data", required=True, metavar="FILE",
+        help="labelled records (.jsonl, .json, .csv, .parquet): preferences, ratings or rankings",
+    )  # fmt: skip
+    parser.add_argument("--output", default=None, metavar="FILE", help="also write the metrics here as JSON")
+    parser.add_argument(
+        "--skip-bad", action="store_true", help="skip bad records (logged and counted) instead of stopping"
+    )
+    _common_options(parser, "samples")
     args = parser.parse_args(argv)
     from mmreward.data.records import read_records
     from mmreward.evaluation import evaluate
@@ -182,10 +322,23 @@ def find_demos() -> dict[str, EntryPoint]:
 def _demo(argv: list[str]) -> int:
     demos = find_demos()
     parser = argparse.ArgumentParser(
-        prog="mmreward demo", description="Run a task's main job on its embedded default."
+        formatter_class=HelpFormatter,
+        prog="mmreward demo",
+        description="Run a task's main job on its embedded default data, on a CPU, in minutes: train "
+        "(or load) the task's reward, evaluate it on held-out data, write DIR/metrics.json (the "
+        "held-out figures) and DIR/report.html, and print the metrics as JSON.",
     )
-    parser.add_argument("--task", default="t2i", help=f"one of: {', '.join(sorted(demos))}")
-    parser.add_argument("--output", default="demo", help="folder for metrics.json and report.html")
+    parser.add_argument(
+        "--task", default="t2i", metavar="NAME",
+        help=f"the demo to run (default t2i); one of: {', '.join(sorted(demos)) or 'none installed'}",
+    )  # fmt: skip
+    parser.add_argument(
+        "--output",
+        default="demo",
+        metavar="DIR",
+        help="folder for metrics.json and report.html (default demo/)",
+    )
+    parser.add_argument("--debug", action="store_true", help=DEBUG_HELP)
     args = parser.parse_args(argv)
     if not demos:
         parser.error(
@@ -204,24 +357,27 @@ def _demo(argv: list[str]) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``mmreward`` console script.
 
-    Run as the command (no ``argv``), a failure prints its message, not a traceback, and exits 1;
-    ``MMREWARD_TRACEBACK=1`` shows the traceback. Called with ``argv`` (from Python), it raises.
+    Run as the command (no ``argv``), an error is reported by ``report_error`` (a one-line message
+    and exit status 2 for bad input; a traceback and 1 for a bug). Called with ``argv`` (from
+    Python), it raises.
     """
     if argv is not None:
         return _main(list(argv))
+    argv = sys.argv[1:]
+    debug = "--debug" in argv or any(os.environ.get(name) for name in DEBUG_ENV)
     try:
-        return _main(sys.argv[1:])
-    except Exception as err:  # the user gets the message (file, line, field), not our stack
-        if os.environ.get("MMREWARD_TRACEBACK"):
-            raise
-        command = sys.argv[1] if len(sys.argv) > 1 else ""
-        print(f"mmreward {command}: {type(err).__name__}: {err}", file=sys.stderr)
-        return 1
+        return _main(argv)
+    except (Exception, KeyboardInterrupt) as err:
+        return report_error(err, debug)
 
 
 def _main(argv: list[str]) -> int:
+    argv = [a for a in argv if a != "--debug"]  # global, anywhere on the line; main reads it
     if not argv or argv[0] in ("-h", "--help"):
-        print(USAGE)
+        print(main_help())
+        return 0
+    if argv[0] == "--version":
+        print(f"mmreward {package_version()}")
         return 0
     command, rest = argv[0], argv[1:]
     if command in LIGHTNING_COMMANDS:
@@ -231,8 +387,12 @@ def _main(argv: list[str]) -> int:
     if command not in handlers:
         close = difflib.get_close_matches(command, [*LIGHTNING_COMMANDS, *handlers], n=1)
         hint = f" Did you mean {close[0]!r}?" if close else ""
-        print(f"mmreward: unknown command {command!r}.{hint}\n\n{USAGE}", file=sys.stderr)
-        return 2
+        print(
+            f"mmreward: error: unknown command {command!r}.{hint} Commands: {', '.join(COMMANDS)}; "
+            "see `mmreward --help`.",
+            file=sys.stderr,
+        )
+        return EXIT_BAD_INPUT
     return handlers[command](rest)
 
 

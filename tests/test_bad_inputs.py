@@ -105,7 +105,7 @@ KINDS: dict[str, tuple[object, str | None]] = {
     "scores not an object": ({"prompt": "p", "image": GOOD, "scores": 3}, "scores"),
     "rating media typo": ({"prompt": "p", "imag": GOOD, "score": 1}, "imag"),
     "kind typo": ({"prompt": "p", "image": GOOD, "scroe": 1}, "scroe"),
-    "unknown kind": ({"prompt": "p", "image": GOOD}, "<record>"),
+    "nothing to score": ({"prompt": "p"}, "<record>"),  # a prompt alone: no candidate, no labels
     "one candidate": ({"prompt": "p", "candidates": [{"image": GOOD}], "ranking": [0]}, "candidates"),
     "ranking not a permutation": (
         {"prompt": "p", "candidates": [{"image": GOOD}, {"image": GOOD}], "ranking": [0, 0]},
@@ -227,8 +227,9 @@ def test_without_skip_bad_the_run_stops_with_the_message_and_no_traceback(corpus
         "score", "--model", str(corpus["model"]), "--input", str(data), "--output", str(out),
         "--media-root", str(data.parent), "--device", "cpu",
     )  # fmt: skip
-    assert run.returncode == 1
+    assert run.returncode == 2
     assert "Traceback" not in run.stderr and "one.jsonl:2" in run.stderr, run.stderr[-2000:]
+    assert "mmreward: error: " in run.stderr
     assert field is None or repr(field) in run.stderr
     assert EXPECTED_MESSAGE[kind] in run.stderr
 
