@@ -174,6 +174,9 @@ def test_candidates_are_read_only_for_scoring(workdir: Path):
         RecordError, match=r"gen\.jsonl:1 \(id g1\) field '<record>': the record has no labels"
     ):
         read_records(data)  # training and eval need labels
+    model = str(saved(workdir, "image", tiny_reward_model))
+    with pytest.raises(RecordError, match="the record has no labels"):
+        main(["eval", "--model", model, "--data", str(data), "--device", "cpu"])
     rated = write_jsonl(
         workdir / "rated.jsonl", [{"prompt": "p", "image": "media/astronaut.png", "score": 1}]
     )

@@ -35,6 +35,7 @@ FieldMap = dict[str, str] | str | None
 PATH_FIELDS = ("image", "images", "video", "source_image", "point_cloud")
 SIDE_FIELDS = set(MEDIA_FIELDS) | {"score"}
 SINGLE_PATH_FIELDS = ("image", "video", "source_image")
+LABEL_FIELDS = {"chosen", "rejected", "candidates", "ranking", "score", "scores"}
 RECORD_FIELDS = set(MEDIA_FIELDS) | {
     "prompt", "chosen", "rejected", "label", "margin", "aspects", "subset", "id",
     "candidates", "ranking", "score", "scores",
@@ -256,9 +257,6 @@ def parse_record(
     return _parse_candidate(raw, prompt, base, where, (check_media, media_root), common, unlabeled)
 
 
-LABEL_FIELDS = {"chosen", "rejected", "candidates", "ranking", "score", "scores"}
-
-
 def _parse_candidate(
     raw: dict[str, Any], prompt: str, base: Path, where: _Where, media: tuple, common: dict, unlabeled: bool
 ) -> Candidate:
@@ -276,9 +274,8 @@ def _parse_candidate(
     if not unlabeled:
         raise RecordError(
             f"{where('<record>')}: the record has no labels (a candidate: prompt + "
-            f"{', '.join(sorted(sample_obj))}); training and evaluation need a preference ('chosen' and "
-            "'rejected'), a rating ('score' or 'scores') or a ranking ('candidates' and 'ranking'). "
-            "To score unlabelled records use `mmreward score` or Scorer.score_records."
+            f"{', '.join(sorted(sample_obj))}); training and evaluation need a preference, a rating or a "
+            "ranking (docs/data.md). Score unlabelled records with `mmreward score` or Scorer.score_records."
         )
     return Candidate(sample=parse_sample(sample_obj, prompt, base, where, "", *media), **common)
 
