@@ -28,9 +28,8 @@ class BuggyReward:
 
 
 def run_cli(*args: str, **env: str) -> subprocess.CompletedProcess:
-    environ = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1", **env}
-    for name in ("MMREWARD_DEBUG", "MMREWARD_TRACEBACK"):
-        environ.pop(name, None) if name not in env else None
+    environ = {k: v for k, v in os.environ.items() if k not in ("MMREWARD_DEBUG", "MMREWARD_TRACEBACK")}
+    environ.update({"PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1", **env})
     return subprocess.run(
         [sys.executable, "-m", "mmreward.cli", *args],
         capture_output=True,
@@ -119,6 +118,6 @@ def test_debug_shows_the_traceback_and_a_bug_asks_to_be_reported(data: dict):
     assert "mmreward: internal error: KeyError" in run.stderr and "please report it" in run.stderr
 
 
-def test_unknown_command_and_bad_flag_exit_2():
+def test_an_unknown_command_exits_2_with_a_hint():
     run = run_cli("scroe")
     assert run.returncode == 2 and "Did you mean 'score'" in run.stderr and "Traceback" not in run.stderr
