@@ -77,6 +77,29 @@ def metrics_table(metrics: dict[str, Any]) -> str:
     return "<table><tr><th>metric</th><th>value</th></tr>" + "".join(rows) + "</table>"
 
 
+def controls_table(
+    model: dict[str, float], controls: dict[str, dict[str, float]], notes: dict[str, str]
+) -> str:
+    """The model's held-out figures, then each control's on the same data and the model's margin over it.
+
+    Args:
+        model: Figure name -> the model's value (e.g. ``{"spearman": 0.9}``).
+        controls: Control name -> its figures, under the same names.
+        notes: Control name -> what the control takes away, in words.
+    """
+    names = list(model)
+    head = "".join(f"<th>{html.escape(n)}</th><th>margin</th>" for n in names)
+    rows = [
+        "<tr><td>model</td><td></td>" + "".join(f"<td>{model[n]:.3f}</td><td></td>" for n in names) + "</tr>"
+    ]
+    for control, figures in controls.items():
+        cells = "".join(f"<td>{figures[n]:.3f}</td><td>{model[n] - figures[n]:+.3f}</td>" for n in names)
+        rows.append(
+            f"<tr><td>{html.escape(control)}</td><td>{html.escape(notes.get(control, ''))}</td>{cells}</tr>"
+        )
+    return f"<table><tr><th>scorer</th><th>what it lacks</th>{head}</tr>{''.join(rows)}</table>"
+
+
 def write_html(path: str | Path, title: str, sections: list[tuple[str, str]]) -> Path:
     """Write a self-contained HTML page of ``(heading, html body)`` sections."""
     path = Path(path)

@@ -7,8 +7,8 @@ image ``e`` and the instruction ``t``, the image tower sees two *change crops* o
 ``b``, the source where the pixels changed, and ``a``, the edit there, both mid-grey elsewhere and
 zoomed in on the changed region. ``b`` shows the object that was touched before the edit (its colour
 and shape, to match against the instruction's object words), ``a`` what it became (the new colour,
-place or size; an added shape). A no-op gives two blank crops; an over-edit shows two touched
-objects; a partial edit a faded one.
+place or size; an added shape). A no-op gives two blank crops; an edit of the wrong object shows
+that object in ``b``; a near miss shows the named object in ``b`` and the wrong change in ``a``.
 
 The head reads ``[e, s, t, e - s, b, a]`` (unit-norm CLIP embeddings scaled by ``sqrt(D)``) and the
 products ``b * t``, ``a * t`` and ``e * t`` (scaled by ``D``): "is the touched object the one the text

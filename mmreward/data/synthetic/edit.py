@@ -4,17 +4,26 @@ A source scene holds two or three shapes (distinct colour-shape pairs). An instr
 edit: ``recolor`` ("make the red circle blue"), ``remove``, ``add`` ("add a green square"),
 ``move`` ("move the red circle to the left") or ``resize`` ("make the red circle bigger"). Each
 source gets five edited candidates, rated as an edit judge would (ADIEE, Chen et al., 2025, regresses
-one such score from source, instruction and edit):
+one such score from source, instruction and edit). A rating adds credit for touching the named
+object and for making the asked change, and takes credit away for damaging what should stay:
 
-======================  =====  ==========================================================
-candidate               score  what it is
-======================  =====  ==========================================================
-``correct``             1.0    exactly the asked edit
-``over_edit``           0.6    the asked edit, plus another object recoloured or moved
-``partial``             0.5    half done: the correct edit blended 50/50 with the source
-``wrong_object``        0.2    the edit applied to another object (``add``: a wrong shape)
-``no_op``               0.0    the source unchanged
-======================  =====  ==========================================================
+=================  =====  ================================================================
+candidate          score  what it is
+=================  =====  ================================================================
+``correct``        1.0    exactly the asked edit
+``near_miss``      0.6    the named object, changed the wrong way (another colour, direction or
+                          kind of edit; ``add``: the asked shape in another colour)
+``no_op``          0.4    the source unchanged: nothing asked is done, nothing else is damaged
+``wrong_object``   0.2    the asked change, done to another object (``add``: a wrong shape)
+``unrelated``      0.0    another kind of change, done to another object
+=================  =====  ================================================================
+
+Every candidate but ``no_op`` is the source with exactly one edit done, drawn from the same kinds
+of edit, so the candidates look alike until the instruction is read: a scorer that sees only the
+images (how much changed, which colours appear) cannot rank them. ``no_op`` sits in the middle of
+the ratings for the same reason: spotting "nothing changed", which needs no instruction, says
+nothing about whether a candidate is better or worse. The edit demo reports such blind controls
+beside the model's figures.
 """
 
 from __future__ import annotations
@@ -44,10 +53,10 @@ EditKind = Literal["recolor", "remove", "add", "move", "resize"]
 EDIT_KINDS: tuple[str, ...] = ("recolor", "remove", "add", "move", "resize")
 CANDIDATE_SCORES: dict[str, float] = {
     "correct": 1.0,
-    "over_edit": 0.6,
-    "partial": 0.5,
+    "near_miss": 0.6,
+    "no_op": 0.4,
     "wrong_object": 0.2,
-    "no_op": 0.0,
+    "unrelated": 0.0,
 }
 """The rating of each kind of candidate edit (see the module docstring)."""
 MOVES: dict[str, tuple[float, float]] = {
@@ -56,7 +65,7 @@ MOVES: dict[str, tuple[float, float]] = {
     "up": (0.0, -0.3),
     "down": (0.0, 0.3),
 }
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -196,28 +205,38 @@ def wrong_object_scene(scene: Scene, edit: Edit, rng: np.random.Generator) -> Sc
     return apply_edit(scene, edit, target=int(rng.choice(others)))
 
 
-def over_edit_scene(scene: Scene, edit: Edit, rng: np.random.Generator) -> Scene:
-    """The asked edit, then another object recoloured (the edit changes more than it should)."""
-    edited = apply_edit(scene, edit)
-    changed = edit.target if edit.kind != "remove" else -1
-    others = [i for i, o in enumerate(edited.objects) if i != changed and o in scene.objects]
-    i = int(rng.choice(others))
-    objects = list(edited.objects)
-    objects[i] = objects[i].replace(color=str(rng.choice([c for c in PALETTE if c != objects[i].color])))
-    return edited.replace(objects=tuple(objects))
+def near_miss_scene(scene: Scene, edit: Edit, rng: np.random.Generator) -> Scene:
+    """The named object changed the wrong way; for ``add``, the asked shape in another colour."""
+    correct = apply_edit(scene, edit)
+    if edit.kind == "add":
+        used = {(o.shape, o.color) for o in scene.objects}
+        colors = [c for c in PALETTE if c != edit.new.color and (edit.new.shape, c) not in used]
+        return scene.replace(objects=(*scene.objects, edit.new.replace(color=str(rng.choice(colors)))))
+    kinds = [k for k in EDIT_KINDS if k != "add"]
+    for _ in range(50):
+        other = sample_edit(scene, rng, target=edit.target, kind=str(rng.choice(kinds)))
+        edited = apply_edit(scene, other)
+        if edited != correct and edited != scene:
+            return edited
+    raise RuntimeError(f"no near miss found for {edit}")  # cannot happen: a recolour always differs
+
+
+def unrelated_scene(scene: Scene, edit: Edit, rng: np.random.Generator) -> Scene:
+    """Another kind of edit (``add`` included) done to an object other than the named one."""
+    others = [i for i in range(len(scene.objects)) if i != edit.target or edit.kind == "add"]
+    kind = str(rng.choice([k for k in EDIT_KINDS if k != edit.kind]))
+    other = sample_edit(scene, rng, target=int(rng.choice(others)), kind=kind)
+    return apply_edit(scene, other)
 
 
 def make_candidates(scene: Scene, edit: Edit, rng: np.random.Generator, size: int) -> dict[str, Image.Image]:
     """The five graded candidates of ``CANDIDATE_SCORES``, rendered at ``size`` pixels."""
-    source = render(scene, size)
-    correct = render(apply_edit(scene, edit), size)
-    partial = Image.blend(source, correct, 0.5)
     return {
-        "correct": correct,
-        "over_edit": render(over_edit_scene(scene, edit, rng), size),
-        "partial": partial,
+        "correct": render(apply_edit(scene, edit), size),
+        "near_miss": render(near_miss_scene(scene, edit, rng), size),
+        "no_op": render(scene, size),
         "wrong_object": render(wrong_object_scene(scene, edit, rng), size),
-        "no_op": source.copy(),
+        "unrelated": render(unrelated_scene(scene, edit, rng), size),
     }
 
 
