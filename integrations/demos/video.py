@@ -3,12 +3,20 @@
 Steps: generate the synthetic video world (real H.264 files), fit ``configs/quickstart/video.yaml``
 (per-frame CLIP features, a temporal transformer, one score per aspect), reload the exported model
 with ``mmreward.load``, and measure it on the test split: per-aspect pair accuracy, per-aspect
-Spearman/Kendall/Pearson against the ratings, and the shuffled-frame control (the same clips with
-their frames in a random order: a model that uses time loses its physics accuracy there).
+Spearman/Kendall/Pearson against the ratings, and three controls on the same held-out pairs
+(issue 13), each the trained model with one input taken away:
+
+- ``shuffled_frames``: the frames of every clip in a random order. A model that uses time loses
+  its physics accuracy.
+- ``single_frame``: the middle sampled frame repeated in place of the clip. Colour and shape still
+  show; the direction of motion does not, so alignment on direction faults falls to chance.
+- ``prompt_shuffled``: each pair scored under another pair's prompt. Alignment falls to chance if
+  the model reads the prompt; quality and physics need no prompt and stay.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import html
 from pathlib import Path
 from typing import Any
@@ -18,11 +26,17 @@ import torch
 from PIL import Image
 
 from integrations.demos.quickstart import run_quickstart
+from mmreward.controls import derangement
 from mmreward.data.records import read_records
 from mmreward.metrics import correlations, pairwise_accuracy
-from mmreward.report import figure, metrics_table, write_html
+from mmreward.report import controls_table, figure, metrics_table, write_html
 from mmreward.types import Preference, Rating, Sample
 
+CONTROL_NOTES = {
+    "shuffled_frames": "the order of the frames",
+    "single_frame": "motion: the middle frame stands for the clip",
+    "prompt_shuffled": "the prompt: each pair scored under another pair's",
+}
 CONFIG = Path(__file__).resolve().parents[2] / "configs" / "quickstart" / "video.yaml"
 
 
@@ -79,6 +93,28 @@ class FrameShuffle:
         return Sample(prompt=sample.prompt, video=frames[order], meta=sample.meta)
 
 
+class SingleFrame(FrameShuffle):
+    """Replace a sample's video by its middle sampled frame, repeated (the single-frame control)."""
+
+    def __call__(self, sample: Sample) -> Sample:
+        frames = self.load(sample.video, self.backbone.sampler, self.backbone.image_size, sample)
+        middle = frames[len(frames) // 2 : len(frames) // 2 + 1]
+        return Sample(prompt=sample.prompt, video=middle.expand_as(frames).clone(), meta=sample.meta)
+
+
+def prompt_shuffled(pairs: list[Preference], seed: int = 0) -> list[Preference]:
+    """The pairs, each with both clips under another pair's prompt (never its own text)."""
+    texts = [p.chosen.prompt for p in pairs]
+    return [
+        dataclasses.replace(
+            p,
+            chosen=dataclasses.replace(p.chosen, prompt=texts[j]),
+            rejected=dataclasses.replace(p.rejected, prompt=texts[j]),
+        )
+        for p, j in zip(pairs, derangement(texts, seed))
+    ]
+
+
 def run(output: Path, config: Path = CONFIG, extra_args: tuple[str, ...] = ()) -> dict[str, Any]:
     """Train, evaluate and write ``output/metrics.json`` and ``output/report.html`` (``run_quickstart``)."""
     metrics = run_quickstart(config, output, extra_args, evaluate_video, write_report)
@@ -96,9 +132,24 @@ def evaluate_video(scorer: Any, data: Path) -> dict[str, Any]:
         "heldout_accuracy": aspect_pair_accuracy(scorer, pairs),
         "heldout_correlations": aspect_correlations(scorer, ratings),
     }
-    metrics["shuffled_frames_accuracy"] = aspect_pair_accuracy(
-        scorer, pairs, FrameShuffle(scorer.model.backbone)
-    )
+    backbone = scorer.model.backbone
+    direction = [p for p in pairs if "alignment:direction" in (p.subset or "")]
+    metrics["controls"] = {
+        "shuffled_frames": aspect_pair_accuracy(scorer, pairs, FrameShuffle(backbone)),
+        "single_frame": aspect_pair_accuracy(scorer, pairs, SingleFrame(backbone)),
+        "prompt_shuffled": aspect_pair_accuracy(scorer, prompt_shuffled(pairs)),
+    }
+    metrics["shuffled_frames_accuracy"] = metrics["controls"]["shuffled_frames"]
+    metrics["margin_over_controls"] = {
+        name: {k: metrics["heldout_accuracy"][k] - v for k, v in control.items()}
+        for name, control in metrics["controls"].items()
+    }
+    # the alignment faults that only motion shows: a wrong direction
+    metrics["direction_fault_pairs"] = len(direction)
+    metrics["direction_alignment_accuracy"] = {
+        "model": aspect_pair_accuracy(scorer, direction)["alignment"],
+        "single_frame": aspect_pair_accuracy(scorer, direction, SingleFrame(backbone))["alignment"],
+    }
     metrics["heldout_spearman"] = {k: v["spearman"] for k, v in metrics["heldout_correlations"].items()}
     return metrics
 
@@ -133,5 +184,12 @@ def write_report(path: Path, scorer: Any, metrics: dict[str, Any], data: Path, c
     return write_html(
         path,
         "mmreward quick start: video reward model (quality, alignment, physics)",
-        [("Held-out metrics", metrics_table(metrics)), ("Clips and scores", grid)],
+        [
+            (
+                "Held-out pair accuracy per aspect, and its controls",
+                controls_table(metrics["heldout_accuracy"], metrics["controls"], CONTROL_NOTES),
+            ),
+            ("Held-out metrics", metrics_table(metrics)),
+            ("Clips and scores", grid),
+        ],
     )
