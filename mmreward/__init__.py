@@ -13,11 +13,12 @@ from mmreward.losses import RewardLoss
 from mmreward.models import RewardModel
 from mmreward.protocols import Reward
 from mmreward.scoring import Scorer, load
-from mmreward.types import HeadOutput, Preference, Ranking, Rating, RewardOutput, Sample
+from mmreward.types import Candidate, HeadOutput, Preference, Ranking, Rating, RewardOutput, Sample
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "Candidate",
     "Configurable",
     "HeadOutput",
     "LinearHead",

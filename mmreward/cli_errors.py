@@ -2,7 +2,8 @@
 
 Bad input (a record, a file, a flag, a missing extra) prints one line, ``mmreward: error: FILE:LINE
 (id X) field F: reason``, and a hint line, and exits 2; ``--debug`` or ``MMREWARD_DEBUG=1`` adds the
-traceback. Anything else is a bug: the traceback, a request to report it, exit status 1.
+traceback. Running out of memory (torch's ``OutOfMemoryError``, ``MemoryError``) is a message with
+a hint to lower the batch size, exit 2. Anything else is a bug: the traceback, a request to report it, exit status 1.
 """
 
 from __future__ import annotations
@@ -34,6 +35,14 @@ def is_bad_input(err: BaseException) -> bool:
     return module.split(".")[0] in OUR_PACKAGES
 
 
+def _out_of_memory(err: BaseException) -> bool:
+    """A device or host allocation failed: a resource limit, not a bug (torch's OOM is a RuntimeError)."""
+    torch = sys.modules.get("torch")
+    return isinstance(err, MemoryError) or (
+        torch is not None and isinstance(err, getattr(torch, "OutOfMemoryError", ()))
+    )
+
+
 def report_error(err: BaseException, debug: bool) -> int:
     """Print ``err`` for the user and return the exit status (see the module docstring)."""
     if isinstance(err, KeyboardInterrupt):
@@ -42,6 +51,14 @@ def report_error(err: BaseException, debug: bool) -> int:
             file=sys.stderr,
         )
         return EXIT_INTERRUPTED
+    if _out_of_memory(err):
+        print(
+            f"mmreward: error: out of memory: {str(err).splitlines()[0] if str(err) else ''}\n"
+            "Lower --batch-size (or --max-pixels, or the frames a video model samples) and run again; "
+            "`score --resume` keeps what was written.",
+            file=sys.stderr,
+        )
+        return EXIT_BAD_INPUT
     if is_bad_input(err):
         if debug:
             traceback.print_exception(err)

@@ -121,3 +121,16 @@ def test_debug_shows_the_traceback_and_a_bug_asks_to_be_reported(data: dict):
 def test_an_unknown_command_exits_2_with_a_hint():
     run = run_cli("scroe")
     assert run.returncode == 2 and "Did you mean 'score'" in run.stderr and "Traceback" not in run.stderr
+
+
+def test_out_of_memory_is_a_message_with_a_hint_not_a_bug(capsys):
+    import torch
+
+    from mmreward.cli_errors import EXIT_BAD_INPUT, report_error
+
+    assert (
+        report_error(torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"), debug=False)
+        == EXIT_BAD_INPUT
+    )
+    err = capsys.readouterr().err
+    assert "out of memory" in err and "--batch-size" in err and "Traceback" not in err
