@@ -141,6 +141,7 @@ def test_grpo_trainer_runs_steps_with_an_mmreward_reward_function(tiny_lm, text_
             return rewards
 
     reward = Spy(text_rm, name="text_rm")
+    length = Recorder()  # beside it, an async reward function, awaited on TRL's event loop
     data = datasets.Dataset.from_dict({"prompt": [chat(p) for p in PROMPTS + ["say yes", "count to three"]]})
     config = GRPOConfig(
         output_dir=str(tmp_path / "grpo"),
@@ -158,7 +159,12 @@ def test_grpo_trainer_runs_steps_with_an_mmreward_reward_function(tiny_lm, text_
         dataloader_num_workers=0,
     )
     with torch_threads(1):
-        trainer = GRPOTrainer(model=str(tiny_lm), reward_funcs=[reward], args=config, train_dataset=data)
+        trainer = GRPOTrainer(
+            model=str(tiny_lm),
+            reward_funcs=[reward, AsyncRewardFunc(length, name="length")],
+            args=config,
+            train_dataset=data,
+        )
         trainer.train()
     assert trainer.state.global_step == 2
     from transformers import AutoModelForCausalLM
@@ -175,3 +181,46 @@ def test_grpo_trainer_runs_steps_with_an_mmreward_reward_function(tiny_lm, text_
     ]
     # TRL logs the mean of what the reward function returned, step by step
     assert logged == pytest.approx([sum(r) / len(r) for _, r in calls], abs=1e-5)
+    assert [[s.response for s in c] for c in length.calls] == [[x[0]["content"] for x in c] for c, _ in calls]
+    assert sum("rewards/length/mean" in row for row in trainer.state.log_history) == 2
+
+
+def test_grpo_on_a_tiny_vlm_scores_the_images_of_the_dataset(tmp_path):
+    import datasets
+    from trl import GRPOConfig, GRPOTrainer
+
+    from tests.vlm_helpers import build_tiny_qwen2_5_vl
+
+    policy = build_tiny_qwen2_5_vl(tmp_path / "qwen-vl", min_pixels=56 * 56, max_pixels=56 * 56)
+    scorer = Scorer(tiny_reward_model(), device="cpu")
+    calls: list[tuple[list, list]] = []
+
+    class Spy(RewardFunc):
+        def __call__(self, prompts, completions, **kwargs):
+            rewards = super().__call__(prompts, completions, **kwargs)
+            calls.append(([self.prompt_text(p) for p in prompts], rewards))
+            return rewards
+
+    images = {"a red picture": colour_image("red", 0), "a blue picture": colour_image("blue", 1)}
+    data = datasets.Dataset.from_dict({"prompt": [chat(p) for p in images], "image": list(images.values())})
+    config = GRPOConfig(
+        output_dir=str(tmp_path / "grpo"),
+        per_device_train_batch_size=4,
+        num_generations=4,
+        max_completion_length=4,
+        max_steps=2,
+        logging_steps=1,
+        save_strategy="no",
+        report_to="none",
+        use_cpu=True,
+        bf16=False,
+        seed=0,
+    )
+    reward = Spy(scorer, name="t2i", requires=("image",))
+    with torch_threads(1):
+        trainer = GRPOTrainer(model=str(policy), reward_funcs=[reward], args=config, train_dataset=data)
+        trainer.train()
+    assert trainer.state.global_step == 2 and len(calls) == 2
+    for prompts, rewards in calls:  # each row scored with its own image, as Scorer.score scores it
+        expected = scorer.score(prompts=prompts, images=[images[p] for p in prompts])
+        assert rewards == pytest.approx(expected, abs=1e-5)
