@@ -33,6 +33,8 @@ COMMANDS = {
     "accuracy) in the canonical schema or a public format",
     "demo": "run a task's main job on its embedded default data, on a CPU, in minutes; writes "
     "metrics.json and report.html",
+    "serve": "serve a saved model or any reward class over HTTP (/score, /rank, /health; OpenRLHF's "
+    "remote reward body), batching concurrent requests; needs the serve extra",
 }
 TRUST_HELP = (
     "build any class the model's config names, not only mmreward's own (only for a model folder you trust)"
@@ -85,6 +87,7 @@ examples:
   mmreward score --model runs/t2i/model --input generations.jsonl --output scores.jsonl
   mmreward eval  --model runs/t2i/model --data test.jsonl --format pick-a-pic
   mmreward demo  --task video --output demo/
+  mmreward serve --model runs/t2i/model --media-root generations/ --api-key "$KEY"
 """
 
 
@@ -319,6 +322,17 @@ def find_demos() -> dict[str, EntryPoint]:
     return {ep.name: ep for ep in entry_points(group=DEMO_GROUP)}
 
 
+COMMAND_GROUP = "mmreward.commands"
+
+
+def find_commands() -> dict[str, EntryPoint]:
+    """Commands that live above the core (``serve``), from the ``mmreward.commands`` entry-point group.
+
+    Each names a ``main(argv: list[str]) -> int``; like the demos, the core never imports them.
+    """
+    return {ep.name: ep for ep in entry_points(group=COMMAND_GROUP)}
+
+
 def _demo(argv: list[str]) -> int:
     demos = find_demos()
     parser = argparse.ArgumentParser(
@@ -384,6 +398,9 @@ def _main(argv: list[str]) -> int:
         run_lightning(argv)
         return 0
     handlers = {"score": _score, "eval": _eval, "demo": _demo}
+    plugins = find_commands()
+    if command in plugins and command not in handlers:
+        return plugins[command].load()(rest)
     if command not in handlers:
         close = difflib.get_close_matches(command, [*LIGHTNING_COMMANDS, *handlers], n=1)
         hint = f" Did you mean {close[0]!r}?" if close else ""
