@@ -34,12 +34,16 @@ def tiny_lm(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def text_rm(tiny_lm, tmp_path_factory):
-    """A tiny text reward model, saved and loaded back as a user's model dir is."""
+def text_rm_dir(tiny_lm, tmp_path_factory):
+    """A tiny text reward model, saved as a user's model dir is."""
     torch.manual_seed(0)
     model = RewardModel(LMBackbone(str(tiny_lm)), LinearHead(), name="tiny-text-rm")
-    path = Scorer(model, device="cpu").save_pretrained(tmp_path_factory.mktemp("trl-rm") / "model")
-    return mr.load(path, device="cpu", batch_size=8)
+    return Scorer(model, device="cpu").save_pretrained(tmp_path_factory.mktemp("trl-rm") / "model")
+
+
+@pytest.fixture(scope="module")
+def text_rm(text_rm_dir):
+    return mr.load(text_rm_dir, device="cpu", batch_size=8)
 
 
 class Recorder:
@@ -58,7 +62,7 @@ class Recorder:
         ]
 
 
-def test_text_rewards_equal_scorer_scores_for_plain_and_conversational_rows(text_rm):
+def test_text_rewards_equal_scorer_scores_for_plain_and_conversational_rows(text_rm, text_rm_dir):
     expected = text_rm.score(prompts=PROMPTS, responses=RESPONSES)
     reward = RewardFunc(text_rm, batch_size=2)
     plain = reward(prompts=PROMPTS, completions=RESPONSES, completion_ids=[[0]] * 3)
@@ -69,6 +73,9 @@ def test_text_rewards_equal_scorer_scores_for_plain_and_conversational_rows(text
     assert plain == pytest.approx(expected, abs=1e-6)
     assert conversational == pytest.approx(expected, abs=1e-6)
     assert reward.__name__ == "mmreward_tiny-text-rm"
+    loaded = RewardFunc.from_pretrained(text_rm_dir, device="cpu", name="rm", batch_size=2)
+    assert loaded(prompts=PROMPTS, completions=RESPONSES) == pytest.approx(expected, abs=1e-6)
+    assert loaded.__name__ == "rm" and loaded.reward.batch_size == 2
 
 
 def test_image_reward_gives_none_on_rows_without_an_image_and_scorer_scores_elsewhere():
