@@ -133,6 +133,23 @@ class Candidate:
 
 
 @dataclass
+class Process:
+    """A reasoning chain with a label per step (the canonical ``process`` record).
+
+    Attributes:
+        sample: The prompt (and media) with ``steps`` set: the chain, one string a step.
+        labels: One label a step: 1 for a correct step, 0 for a wrong one.
+        subset: A group name for per-subset metrics.
+        id: The record's id.
+    """
+
+    sample: Sample
+    labels: list[int]
+    subset: str | None = None
+    id: str | None = None
+
+
+@dataclass
 class HeadOutput:
     """What a reward model's forward returns for N samples.
 
@@ -140,17 +157,21 @@ class HeadOutput:
         score: (N,) overall scores.
         aspects: (N, A) per-aspect scores, in the model's ``aspects`` order.
         log_sigma: (N,) log standard deviation of the score, for uncertainty heads.
+        steps: (N, S) per-step logits of process reward models (P(step correct) = sigmoid),
+            NaN past each sample's last step.
     """
 
     score: torch.Tensor
     aspects: torch.Tensor | None = None
     log_sigma: torch.Tensor | None = None
+    steps: torch.Tensor | None = None
 
     def __getitem__(self, index: slice | torch.Tensor) -> HeadOutput:
         return HeadOutput(
             score=self.score[index],
             aspects=None if self.aspects is None else self.aspects[index],
             log_sigma=None if self.log_sigma is None else self.log_sigma[index],
+            steps=None if self.steps is None else self.steps[index],
         )
 
 
