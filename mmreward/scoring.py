@@ -89,7 +89,8 @@ class Scorer:
         """Raw model outputs for ``samples``, batched; tensors on the CPU in float32."""
         if not samples:
             raise ValueError("Nothing to score: got an empty list of samples.")
-        _refuse_steps(samples)
+        if not getattr(self.model, "reads_steps", False):
+            _refuse_steps(samples)
         parts: list[HeadOutput] = []
         with torch.inference_mode(), self._autocast():
             for start in range(0, len(samples), self.batch_size):
@@ -99,16 +100,19 @@ class Scorer:
                 parts.append(self.model(inputs))
                 for name in ("score", "aspects", "log_sigma"):  # fail fast, naming the record
                     check_scores(name, getattr(parts[-1], name), samples, start)
+                _check_steps(parts[-1].steps, samples, start)
         return HeadOutput(
             score=torch.cat([p.score.float().cpu() for p in parts]),
             aspects=None if parts[0].aspects is None else torch.cat([p.aspects.float().cpu() for p in parts]),
             log_sigma=None
             if parts[0].log_sigma is None
             else torch.cat([p.log_sigma.float().cpu() for p in parts]),
+            steps=None if parts[0].steps is None else _cat_padded([p.steps for p in parts]),
         )
 
     def score_samples(self, samples: Sequence[Sample]) -> list[RewardOutput]:
-        """Score samples and return one ``RewardOutput`` each (raw, transformed, calibrated, sigma)."""
+        """Score samples and return one ``RewardOutput`` each (raw, transformed, calibrated, sigma;
+        for a process reward model ``steps``, P(step correct) per step, and the chain's aggregate)."""
         out = self.forward(samples)
         aspects = None if out.aspects is None else dict(zip(self.aspects, out.aspects.unbind(-1)))
         sigma = None if out.log_sigma is None else out.log_sigma.exp()
@@ -131,6 +135,7 @@ class Scorer:
                     raw=float(out.score[i]),
                     aspects=None if aspects is None else {k: float(v[i]) for k, v in aspects.items()},
                     sigma=None if sigma is None else float(sigma[i]),
+                    steps=None if out.steps is None else _step_probabilities(out.steps[i]),
                     calibrated=None if calibrated is None else float(calibrated[i]),
                     provenance=prov,
                 )
@@ -251,15 +256,37 @@ def save_pretrained(
 
 
 def _refuse_steps(samples: Sequence[Sample]) -> None:
-    """Refuse reasoning steps: no model here returns per-step scores yet, and a model that ignores
-    ``steps`` would score the rest of the sample as if they were not there."""
+    """Refuse reasoning steps for a model that does not read them: it would score the rest of the
+    sample as if they were not there."""
     for sample in samples:
         if sample.steps is not None:
             raise ValueError(
-                f"{sample.where('steps')}: Scorer has no path for reasoning steps yet (no mmreward model "
-                "returns per-step scores). Drop 'steps' (or put the text in 'response'), or score with a "
-                "reward class of your own that reads them (mmreward score --reward CLASS_PATH)."
+                f"{sample.where('steps')}: this model does not read reasoning steps (it has no per-step "
+                "scores). Score them with a process reward model (mmreward.prm.ProcessRewardModel), or "
+                "drop 'steps' (or put the text in 'response')."
             )
+
+
+def _check_steps(steps: torch.Tensor | None, samples: Sequence[Sample], offset: int) -> None:
+    """Per-step logits must be finite on each chain's real steps (NaN marks the padding after them)."""
+    if steps is None:
+        return
+    for i, row in enumerate(steps):
+        count = len(samples[offset + i].steps or [])
+        check_scores("step scores", row[None, :count], samples, offset + i)
+
+
+def _cat_padded(parts: list[torch.Tensor]) -> torch.Tensor:
+    """(N, S) per-step outputs of several batches, NaN-padded to the widest."""
+    width = max(p.shape[1] for p in parts)
+    return torch.cat(
+        [torch.nn.functional.pad(p.float().cpu(), (0, width - p.shape[1]), value=float("nan")) for p in parts]
+    )
+
+
+def _step_probabilities(row: torch.Tensor) -> list[float]:
+    """P(step correct) for a chain's real steps, from its NaN-padded logits."""
+    return torch.sigmoid(row[~torch.isnan(row)]).tolist()
 
 
 def _to_device(inputs: Any, device: torch.device) -> Any:
@@ -331,22 +358,40 @@ def load(
     batch_size: int = 32,
     dtype: torch.dtype | None = None,
     trust_config: bool = False,
+    checkpoint: str | Path | None = None,
+    **hub_args: Any,
 ) -> Scorer:
-    """Load a reward model saved by ``Scorer.save_pretrained`` (a folder) or by training (a ``.ckpt``).
+    """Load a reward model saved by ``Scorer.save_pretrained`` (a folder) or by training (a ``.ckpt``),
+    or a published one by name (``mmreward.hub.HUB``: ``"pickscore"``, ``"hpsv2"``, ...).
 
     Args:
-        path: The folder or the checkpoint file.
+        path: The folder, the checkpoint file, or a hub model name (an existing path wins).
         device: Where to run; default CUDA when present.
         batch_size: Samples per forward.
         dtype: Autocast dtype (default bf16 on capable GPUs, fp32 elsewhere).
         trust_config: Build any class the config names. By default only classes of the packages in
             ``mmreward.configurable.ALLOWED_PREFIXES`` are built, so a downloaded folder runs no code.
+        checkpoint: For a hub name: a local copy of the published weights file (no network then).
+        **hub_args: For a hub name: init args of its model to change (``mmreward.hub.model_config``).
     """
+    from mmreward.hub import HUB, build, close_names_hint, unknown_name
+
+    args = {"device": device, "batch_size": batch_size, "dtype": dtype}
+    if not Path(path).exists() and str(path).lower() in HUB:
+        model, metadata = build(str(path), checkpoint, **hub_args)
+        return Scorer(model, metadata=metadata, **args)
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(
-            f"No model at {str(path)!r}: pass a folder from save_pretrained or a .ckpt file."
+        if path.suffix or len(path.parts) > 1:  # meant as a path
+            raise FileNotFoundError(
+                f"No model at {str(path)!r}: pass a folder from save_pretrained or a .ckpt file."
+                + close_names_hint(str(path))
+            )
+        raise unknown_name(str(path))
+    if checkpoint is not None or hub_args:
+        raise TypeError(
+            f"checkpoint= and model arguments apply to hub model names ({', '.join(sorted(HUB))}); "
+            f"{str(path)!r} is a saved model, which is rebuilt from its own config."
         )
-    args = {"device": device, "batch_size": batch_size, "dtype": dtype}
     load_from = _load_ckpt if path.is_file() else _load_dir
     return load_from(path, trust_config=trust_config, **args)
