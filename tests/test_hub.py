@@ -112,23 +112,19 @@ def hf_vit_h14_state() -> dict[str, torch.Tensor]:
 
 
 def test_pickscore_and_hpsv2_layouts_load_strictly_into_vit_h14(meta_open_clip):
-    from modalities.hub.clip import ClipSimilarityReward, open_clip_from_transformers
+    from modalities.hub.clip import ClipSimilarityReward, convert_clip
 
     model = ClipSimilarityReward("ViT-H-14")
     assert sum(p.numel() for p in model.parameters()) > 9e8  # the real ViT-H-14, on meta
     hub.load_converted(
-        model.backbone.model, open_clip_from_transformers(hf_vit_h14_state()), "model.safetensors"
+        model.backbone.model, convert_clip(hf_vit_h14_state(), "transformers"), "model.safetensors"
     )
-    # HPSv2 publishes open_clip's own ViT-H-14 state dict (DDP's module. prefix tolerated)
+    # HPSv2 publishes open_clip's own ViT-H-14 state dict (a DDP module. prefix is tolerated)
     published = {f"module.{k}": v for k, v in model.backbone.model.state_dict().items()}
-    with_prefix = ClipSimilarityReward("ViT-H-14", layout="open_clip")
-    state = {k.removeprefix("module."): v for k, v in published.items()}
-    hub.load_converted(with_prefix.backbone.model, state, "HPS_v2_compressed.pt")
-    del published[next(iter(published))]
+    hub.load_converted(model.backbone.model, convert_clip(published, "open_clip"), "HPS_v2_compressed.pt")
+    del published["module.positional_embedding"]
     with pytest.raises(ValueError, match=r"HPS_v2_compressed\.pt .*missing key 'positional_embedding'"):
-        hub.load_converted(
-            with_prefix.backbone.model, {k[7:]: v for k, v in published.items()}, "HPS_v2_compressed.pt"
-        )
+        hub.load_converted(model.backbone.model, convert_clip(published, "open_clip"), "HPS_v2_compressed.pt")
 
 
 AESTHETIC_LAYERS = {

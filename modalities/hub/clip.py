@@ -81,6 +81,14 @@ def open_clip_from_transformers(state: Mapping[str, torch.Tensor]) -> dict[str, 
     return out
 
 
+def convert_clip(state: Mapping[str, torch.Tensor], layout: str) -> dict[str, torch.Tensor]:
+    """A published CLIP state dict in open_clip's layout: ``"transformers"`` is converted,
+    ``"open_clip"`` loses the ``module.`` prefix that DDP training leaves."""
+    if layout == "transformers":
+        return open_clip_from_transformers(state)
+    return {k.removeprefix("module."): v for k, v in state.items()}
+
+
 class ClipSimilarityReward(nn.Module, Configurable):
     """``scale * cos(image, prompt)`` of an open_clip model: PickScore, HPSv2, CLIPScore.
 
@@ -121,11 +129,7 @@ class ClipSimilarityReward(nn.Module, Configurable):
 
     def load_published(self, path: str | Path) -> None:
         """Load the published checkpoint at ``path`` into the open_clip model, strictly."""
-        state = read_state_dict(path, key="state_dict")
-        if self.layout == "transformers":
-            state = open_clip_from_transformers(state)
-        else:
-            state = {k.removeprefix("module."): v for k, v in state.items()}
+        state = convert_clip(read_state_dict(path, key="state_dict"), self.layout)
         load_converted(self.backbone.model, state, path)
 
     def export_args(self, directory: Path | None, prefix: str) -> dict[str, Any]:
