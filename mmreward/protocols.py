@@ -11,7 +11,7 @@ critique (``text``) and provenance (``provenance["model"]``, ``provenance["revis
 ``mmreward.Scorer`` implements it, as do every judge in ``judges`` (critique, pairwise through
 round-robin comparisons, rubric, video, and ``ScaledJudge``) and the wrappers in
 ``mmreward.rewards`` (``Transformed``, ``Calibrated``). The loops that consume rewards take any
-implementation: best-of-N (``integrations.best_of_n``), the diffusers ``RewardFn``, the robot
+implementation: best-of-N and search (``integrations.search``), the diffusers ``RewardFn``, the robot
 ``ActionSelector``, the reward server and ``mmreward score --reward``. A user's class needs no base
 class and no registration:
 

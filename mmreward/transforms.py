@@ -11,6 +11,11 @@ Each transform is a ``Configurable`` callable ``(score, aspects, sigma) -> Trans
 through ``config.json`` when a ``Scorer`` saves them). Statistics that a transform needs (a mean, a
 reference reward) are fit once on held-out scores with the class's ``fit`` and stored as init args.
 
+Process rewards (a PRM's per-step scores, ``RewardOutput.steps``) are aggregated by
+``aggregate_steps`` and shaped for RL by ``ProcessClip``, ``ProcessDelta`` and ``SuccessGated``:
+``ProcessShaping`` objects that turn step scores (and outcome rewards) into per-step rewards and a
+return per chain, so a policy cannot farm the PRM by adding steps or by reasoning that fails.
+
 Example:
     >>> transform = Chain([Gate("alignment", threshold=0.0), AspectSum(references={"alignment": 0.3, "quality": 0.1})])
     >>> result = transform(scores, aspects)
@@ -19,9 +24,10 @@ Example:
 from __future__ import annotations
 
 import abc
+import difflib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -304,3 +310,190 @@ class Chain(RewardTransform):
             components.update({f"{name}.{k}": v for k, v in result.components.items()})
             components[f"{name}.out"] = score
         return TransformResult(score, components)
+
+
+# --- Process rewards: aggregating step scores, and shaping them for RL ---------------------------
+
+StepAggregate = Literal["min", "last", "mean", "product"]
+"""How a PRM's per-step scores become one score: the weakest step (``min``, Lightman et al., 2023),
+the last step (``last``), the average (``mean``) or the product (``product``, P(every step right)
+when the step scores are probabilities)."""
+STEP_AGGREGATES = ("min", "last", "mean", "product")
+
+
+def aggregate_steps(steps: Sequence[float] | torch.Tensor, how: StepAggregate = "min") -> float:
+    """One score from per-step scores (see ``StepAggregate``); NaN for an empty chain.
+
+    Raises:
+        ValueError: An unknown rule (with the four that exist).
+    """
+    values = torch.as_tensor(steps, dtype=torch.float64).flatten()
+    if how not in STEP_AGGREGATES:
+        close = difflib.get_close_matches(str(how), STEP_AGGREGATES, n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise ValueError(f"Unknown step aggregate {how!r}.{hint} Use 'min', 'last', 'mean' or 'product'.")
+    if values.numel() == 0:
+        return float("nan")
+    reduce = {"min": values.min, "last": lambda: values[-1], "mean": values.mean, "product": values.prod}
+    return float(reduce[how]())
+
+
+@dataclass
+class ShapedRewards:
+    """Process rewards shaped for an RL trainer, per chain.
+
+    Attributes:
+        steps: Per chain, (K,) the dense reward at each step (the success reward, where given, is
+            added at the last step), for trainers that assign rewards per step (PPO with per-step
+            credit, e.g. OpenRLHF's process rewards).
+        returns: (N,) each chain's return (its step rewards summed): the one scalar a
+            GRPO-style trainer takes per completion.
+    """
+
+    steps: list[torch.Tensor]
+    returns: torch.Tensor
+
+
+class ProcessShaping(Configurable, abc.ABC):
+    """Base class: per-step PRM scores (and optionally outcome rewards) -> ``ShapedRewards``.
+
+    Subclasses implement ``shape_chain(steps: (K,), success: float | None) -> (K,)``. Call the
+    object on lists of step scores, or use ``from_outputs`` on a PRM's ``RewardOutput``s.
+    """
+
+    @abc.abstractmethod
+    def shape_chain(self, steps: torch.Tensor, success: float | None) -> torch.Tensor:
+        """(K,) shaped step rewards of one chain from its (K,) PRM step scores."""
+
+    def __call__(
+        self,
+        steps: Sequence[Sequence[float] | torch.Tensor],
+        success: Sequence[float] | torch.Tensor | None = None,
+    ) -> ShapedRewards:
+        """Shape every chain; ``success`` is one outcome reward per chain (1/0 from a verifier), or None."""
+        if success is not None and len(success) != len(steps):
+            raise ValueError(
+                f"{type(self).__name__} got {len(steps)} chains but {len(success)} success rewards; "
+                "pass one outcome reward per chain, in order."
+            )
+        shaped = []
+        for i, chain in enumerate(steps):
+            values = torch.as_tensor(chain, dtype=torch.float32).flatten()
+            if values.numel() == 0 or not torch.isfinite(values).all():
+                raise ValueError(
+                    f"Chain {i} has step scores {values.tolist()}; shaping needs at least one finite score per "
+                    "chain. Drop chains the PRM could not score."
+                )
+            shaped.append(self.shape_chain(values, None if success is None else float(success[i])))
+        returns = torch.stack([s.sum() for s in shaped]) if shaped else torch.zeros(0)
+        return ShapedRewards(shaped, returns)
+
+    def from_outputs(
+        self, outputs: Sequence[Any], success: Sequence[float] | torch.Tensor | None = None
+    ) -> ShapedRewards:
+        """Shape a PRM's ``RewardOutput``s (their ``steps``); names the output that has none."""
+        for i, out in enumerate(outputs):
+            if not out.steps:
+                raise ValueError(
+                    f"Output {i} has no per-step scores (RewardOutput.steps is {out.steps!r}); process shaping "
+                    "needs a process reward model. Use an outcome transform for an outcome reward."
+                )
+        return self(list(out.steps for out in outputs), success)
+
+    @staticmethod
+    def _add_success(rewards: torch.Tensor, success: float | None) -> torch.Tensor:
+        if success is not None:
+            rewards = rewards.clone()
+            rewards[-1] += success
+        return rewards
+
+
+class ProcessClip(ProcessShaping):
+    """The Clip mechanism of Gao et al. (2024), "On Designing Effective RL Reward at Training Time
+    for LLM Reasoning": each step's reward is ``min(alpha * r_k - eta, 0)``.
+
+    Every step reward is at most 0, so a chain cannot earn more by adding steps (the reward
+    hacking of repeating correct but useless steps); steps the PRM doubts (below ``eta``) are
+    penalised. The success reward, where given, is added at the last step.
+
+    Args:
+        eta: The threshold below which a step is penalised (the paper sets it to the PRM's score
+            of a typical good step; with probability-like step scores 0.5 is a neutral start).
+        alpha: Scale of the process reward before the threshold.
+    """
+
+    def __init__(self, eta: float = 0.5, alpha: float = 1.0) -> None:
+        self.eta, self.alpha = float(eta), float(alpha)
+
+    def shape_chain(self, steps: torch.Tensor, success: float | None) -> torch.Tensor:
+        return self._add_success((self.alpha * steps - self.eta).clamp(max=0.0), success)
+
+
+class ProcessDelta(ProcessShaping):
+    """The Delta mechanism of Gao et al. (2024): step ``k`` gets ``alpha * (r_k - r_{k+1})`` and the
+    last step gets none of its own (only the success reward, where given).
+
+    The sum telescopes to ``alpha * (r_1 - r_K)``, bounded whatever the chain's length, while each
+    step still carries a dense signal. ``clip_eta`` applies the Clip mechanism first (the paper's
+    Clip-Delta combination).
+
+    Args:
+        alpha: Scale of the process reward.
+        clip_eta: Clip the step scores to ``min(r - eta, 0)`` before differencing; None for plain Delta.
+    """
+
+    def __init__(self, alpha: float = 1.0, clip_eta: float | None = None) -> None:
+        self.alpha = float(alpha)
+        self.clip_eta = None if clip_eta is None else float(clip_eta)
+
+    def shape_chain(self, steps: torch.Tensor, success: float | None) -> torch.Tensor:
+        values = self.alpha * steps
+        if self.clip_eta is not None:
+            values = (values - self.clip_eta).clamp(max=0.0)
+        rewards = torch.zeros_like(values)
+        rewards[:-1] = values[:-1] - values[1:]
+        return self._add_success(rewards, success)
+
+
+class SuccessGated(ProcessShaping):
+    """Process rewards only for chains that succeed: Posterior-GRPO (Fan et al., 2025, "Posterior-
+    GRPO: Rewarding Reasoning Processes in Code Generation").
+
+    A chain whose outcome reward reaches ``threshold`` gets ``success + weight * aggregate(steps)``;
+    any other chain gets its outcome reward alone, so a policy cannot raise its reward by writing
+    reasoning the PRM likes without getting the answer right. Per step, the gated process reward
+    is spread as ``weight * r_k / K`` (it sums to ``weight * mean``) unless ``aggregate`` is not
+    ``mean``, in which case it is put on the last step.
+
+    Args:
+        weight: Weight of the process reward relative to the outcome reward.
+        threshold: The outcome reward that counts as success (1.0: all tests pass / answer right).
+        aggregate: How the step scores become the process reward (``StepAggregate``).
+    """
+
+    def __init__(
+        self, weight: float = 1.0, threshold: float = 1.0, aggregate: StepAggregate = "mean"
+    ) -> None:
+        aggregate_steps([0.0], aggregate)  # validates the name now, not at the first batch
+        self.weight, self.threshold, self.aggregate = float(weight), float(threshold), aggregate
+
+    def __call__(
+        self,
+        steps: Sequence[Sequence[float] | torch.Tensor],
+        success: Sequence[float] | torch.Tensor | None = None,
+    ) -> ShapedRewards:
+        if success is None:
+            raise ValueError(
+                "SuccessGated needs the outcome reward of every chain (success=[1.0, 0.0, ...]); it gates the "
+                "process reward on it. Use ProcessClip or ProcessDelta without outcomes."
+            )
+        return super().__call__(steps, success)
+
+    def shape_chain(self, steps: torch.Tensor, success: float | None) -> torch.Tensor:
+        rewards = torch.zeros_like(steps)
+        if success is not None and success >= self.threshold:
+            if self.aggregate == "mean":
+                rewards = self.weight * steps / steps.numel()
+            else:
+                rewards[-1] = self.weight * aggregate_steps(steps, self.aggregate)
+        return self._add_success(rewards, success)

@@ -46,7 +46,7 @@ def test_user_reward_satisfies_the_protocol_and_a_plain_object_does_not():
 
 
 def test_generic_best_of_n_keeps_each_groups_best_in_one_call():
-    from integrations.best_of_n import best_of_n
+    from integrations.search import best_of_n
 
     reward = UserReward()
     groups = [

@@ -5,6 +5,9 @@ to the reward in batches, where a CLIP-style reward encodes each distinct prompt
 Two ways to spend less than N full samples: *early rejection* scores the clean image predicted at
 an intermediate step and stops sampling the worst candidates, and a *cascade* scores all finished
 images with a cheap reward and only the survivors with the expensive one.
+
+What is chosen, and what survives a stage, is decided by ``integrations.search.selection`` (the
+rules every search method shares); this module only draws, decodes and scores the images.
 """
 
 from __future__ import annotations
@@ -14,23 +17,11 @@ from typing import Any
 
 import torch
 
-from integrations.best_of_n import Selection, selection_values
 from integrations.diffusers.reward import ImageReward, RewardBatch, image_reward
 from integrations.diffusers.sampling import decode, denoise, encode_prompts, initial_latents, to_unit
+from integrations.search.cascade import Stage
+from integrations.search.selection import Selection, best_index, selection_values, top_k_mask
 from mmreward.protocols import Reward
-
-
-@dataclass
-class Stage:
-    """A cascade stage: score the remaining candidates with ``reward`` and keep the best ``keep``.
-
-    Attributes:
-        reward: The stage's (usually cheaper) reward: any reward, or a ``RewardFn``/``MultiReward``.
-        keep: Candidates per prompt that go on to the next stage.
-    """
-
-    reward: ImageReward | Reward
-    keep: int
 
 
 @dataclass
@@ -68,13 +59,6 @@ class BestOfNResult:
     selection_scores: torch.Tensor
     survivors: list[list[int]]
     early_scores: torch.Tensor | None = None
-
-
-def _top_per_prompt(values: torch.Tensor, alive: torch.Tensor, keep: int) -> torch.Tensor:
-    """A (P, N) mask of the ``keep`` best among the ``alive`` candidates of each prompt."""
-    masked = values.masked_fill(~alive, float("-inf"))
-    top = masked.topk(min(keep, values.shape[1]), dim=1).indices
-    return torch.zeros_like(alive).scatter(1, top, True) & alive
 
 
 def _score_alive(
@@ -118,7 +102,8 @@ def best_of_n(
         select: Selection rule (see ``Selection``).
         k: Width of the lower confidence bound, in standard deviations.
         early_rejection: Stop sampling the worst candidates mid-way.
-        cascade: Cheaper rewards run, in order, on the finished images before ``reward``.
+        cascade: Cheaper rewards run, in order, on the finished images before ``reward``
+            (``integrations.search.Stage``: a reward, or a ``RewardFn``/``MultiReward``, and ``keep``).
         seed: Seed for the starting noise.
     """
     if early_rejection is not None and not 1 <= early_rejection.at_step < num_inference_steps:
@@ -139,7 +124,7 @@ def best_of_n(
         early_scores = (
             reward.score(decode(pipe, head.x0), flat_prompts).score.view(len(prompts), n).float().cpu()
         )
-        alive = _top_per_prompt(early_scores, alive, early_rejection.keep)
+        alive = top_k_mask(early_scores, alive, early_rejection.keep)
         rows = alive.flatten().nonzero().squeeze(1).to(noise.device)
         tail = denoise(
             pipe,
@@ -156,7 +141,7 @@ def best_of_n(
         stage_scores = _scatter(
             _score_alive(image_reward(stage.reward), images, flat_prompts, alive).score, alive
         )
-        alive = _top_per_prompt(stage_scores, alive, stage.keep)
+        alive = top_k_mask(stage_scores, alive, stage.keep)
     final = _score_alive(reward, images, flat_prompts, alive)
     return _select(images, final, alive, select, k, early_scores)
 
@@ -181,7 +166,7 @@ def _select(
     scores = _scatter(final.score, alive)
     sigmas = None if final.sigma is None else _scatter(final.sigma, alive)
     selection = selection_values(scores, sigmas, select, k)
-    best = selection.nan_to_num(float("-inf")).argmax(dim=1)
+    best = best_index(selection)
     n = alive.shape[1]
     chosen = images.view(alive.shape[0], n, *images.shape[1:])[torch.arange(alive.shape[0]), best]
     survivors = [row.nonzero().squeeze(1).tolist() for row in alive]
