@@ -1,9 +1,11 @@
-"""Evaluation metrics: pairwise accuracy (overall, per group, per aspect) and rank correlations."""
+"""Evaluation metrics: pairwise accuracy (overall, per group, per aspect), rank correlations, and for
+process reward models step AUROC, ProcessBench's first-error F1 and best-of-N accuracy against N."""
 
 from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
+from math import comb
 
 import numpy as np
 
@@ -72,3 +74,75 @@ def ranking_pair_accuracy(scores: np.ndarray, order: np.ndarray, mask: np.ndarra
         correct += float(np.sum(np.where(diff[upper] == 0, 0.5, diff[upper] > 0)))
         total += int(upper.sum())
     return correct / total if total else float("nan")
+
+
+def step_auroc(scores: np.ndarray, labels: np.ndarray) -> float:
+    """Area under the ROC curve of step scores against 0/1 step labels (1 = correct step).
+
+    The Mann-Whitney statistic: the chance that a random correct step scores above a random wrong
+    one, ties counted as half. NaN when one class is absent.
+    """
+    scores, labels = np.asarray(scores, dtype=float), np.asarray(labels, dtype=float)
+    pos, neg = scores[labels == 1], scores[labels == 0]
+    if not len(pos) or not len(neg):
+        return float("nan")
+    above = (pos[:, None] > neg[None, :]).sum() + 0.5 * (pos[:, None] == neg[None, :]).sum()
+    return float(above / (len(pos) * len(neg)))
+
+
+def first_error_index(step_scores: Sequence[float], threshold: float = 0.5) -> int:
+    """Index of the first step scored below ``threshold`` (a predicted error), or -1 when none is.
+
+    With 0/1 labels as the scores it gives a chain's true first error (ProcessBench's ``label``).
+    """
+    for i, value in enumerate(step_scores):
+        if float(value) < threshold:
+            return i
+    return -1
+
+
+def first_error_f1(predicted: Sequence[int], true: Sequence[int]) -> dict[str, float]:
+    """ProcessBench's metric (Zheng et al., 2024): the harmonic mean of the accuracy on erroneous
+    chains (the first error found at the right step) and on correct chains (no error found).
+
+    Args:
+        predicted: (N,) predicted first-error index per chain, -1 for "no error".
+        true: (N,) the true first-error index, -1 for a correct chain.
+
+    Returns:
+        ``error_accuracy``, ``correct_accuracy`` and ``f1`` (NaN where a kind of chain is absent;
+        0 when either accuracy is 0).
+    """
+    predicted, true = np.asarray(predicted, dtype=int), np.asarray(true, dtype=int)
+    wrong = true >= 0
+    err = float(np.mean(predicted[wrong] == true[wrong])) if wrong.any() else float("nan")
+    ok = float(np.mean(predicted[~wrong] == -1)) if (~wrong).any() else float("nan")
+    f1 = 0.0 if err == 0 or ok == 0 else 2 * err * ok / (err + ok)
+    return {"error_accuracy": err, "correct_accuracy": ok, "f1": float(f1)}
+
+
+def best_of_n_accuracy(scores: np.ndarray, correct: np.ndarray, n: int) -> float:
+    """Expected accuracy of picking the best-scored of ``n`` candidates drawn at random (without
+    replacement) from each problem's pool, averaged over problems; exact, no sampling.
+
+    Candidate at rank j (0 = best, of M) is the pick iff it is drawn and no better one is:
+    P = C(M-1-j, n-1) / C(M, n). Tied candidates share their group's probability (a random tie-break).
+
+    Args:
+        scores: (P, M) candidate scores per problem.
+        correct: (P, M) 1 where the candidate's final answer is right.
+        n: Candidates drawn, 1 <= n <= M.
+    """
+    scores, correct = np.asarray(scores, dtype=float), np.asarray(correct, dtype=float)
+    m = scores.shape[1]
+    if not 1 <= n <= m:
+        raise ValueError(f"n must be in 1..{m} (the pool size); got {n}.")
+    pick = np.array([comb(m - 1 - j, n - 1) / comb(m, n) for j in range(m)])  # by rank, best first
+    total = 0.0
+    for row_scores, row_correct in zip(scores, correct):
+        order = np.argsort(-row_scores, kind="stable")
+        ranked_scores, ranked_correct = row_scores[order], row_correct[order]
+        for value in np.unique(ranked_scores):
+            tied = ranked_scores == value
+            total += pick[tied].sum() * ranked_correct[tied].mean()
+    return float(total / len(scores))

@@ -1,7 +1,7 @@
 """Lightning training for any reward model: ``RewardModule`` and ``RewardDataModule``.
 
-One module trains on pairs (Bradley-Terry family), ratings (regression) and rankings
-(Plackett-Luce): the batch's kind picks the loss term. Validation and test metrics are computed
+One module trains on pairs (Bradley-Terry family), ratings (regression), rankings
+(Plackett-Luce) and process records (per-step BCE, ``mmreward.prm``): the batch's kind picks the loss term. Validation and test metrics are computed
 from every rank's predictions (gathered across processes), so DDP reports the full-set figures.
 """
 
@@ -19,11 +19,19 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from mmreward.configurable import Configurable, to_config
-from mmreward.data.collate import Collator, PairBatch, RankingBatch, RatingBatch
+from mmreward.data.collate import Collator, PairBatch, ProcessBatch, RankingBatch, RatingBatch
 from mmreward.data.records import Record, read_records
 from mmreward.guards import check_loss
 from mmreward.losses import RewardLoss
-from mmreward.metrics import correlations, grouped_accuracy, pairwise_accuracy, ranking_pair_accuracy
+from mmreward.metrics import (
+    correlations,
+    first_error_f1,
+    first_error_index,
+    grouped_accuracy,
+    pairwise_accuracy,
+    ranking_pair_accuracy,
+    step_auroc,
+)
 
 OptimizerCallable = Callable[[Iterable[torch.nn.Parameter]], torch.optim.Optimizer]
 SchedulerCallable = Callable[[torch.optim.Optimizer], torch.optim.lr_scheduler.LRScheduler]
@@ -82,6 +90,34 @@ def pair_metrics(data: dict[str, Any], aspects: list[str]) -> dict[str, float]:
     return metrics
 
 
+def process_metrics(data: dict[str, Any]) -> dict[str, float]:
+    """Step AUROC and ProcessBench's first-error F1 (steps below P = 0.5 count as errors)."""
+    f1 = first_error_f1(data["pred_first"], data["true_first"])
+    return {"step_auroc": step_auroc(data["step_prob"], data["step_label"]), **f1, "metric": f1["f1"]}
+
+
+def _process_step(model: nn.Module, batch: ProcessBatch) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Per-step BCE on a ``ProcessBatch``, and the step and first-error predictions for the metrics."""
+    from mmreward.prm import step_bce_loss
+
+    out = model(batch.inputs)
+    if out.steps is None:
+        raise TypeError(
+            f"{type(model).__name__} returns no per-step scores, so it cannot train on process records; "
+            "use mmreward.prm.ProcessRewardModel."
+        )
+    loss = step_bce_loss(out.steps, batch.labels.to(out.steps.device))
+    labelled = ~torch.isnan(batch.labels)
+    probs = torch.sigmoid(out.steps.detach()).cpu()
+    preds = {
+        "step_prob": probs[labelled],
+        "step_label": batch.labels[labelled],
+        "pred_first": torch.tensor([first_error_index(p[m]) for p, m in zip(probs, labelled)]),
+        "true_first": torch.tensor([first_error_index(y[m]) for y, m in zip(batch.labels, labelled)]),
+    }
+    return {"step_bce": loss, "loss": loss}, preds
+
+
 def rating_metrics(data: dict[str, Any], aspects: list[str]) -> dict[str, float]:
     """Rank correlations of scores with ratings, overall and per aspect."""
     metrics: dict[str, float] = {"ratings": float(len(data["score"]))}
@@ -133,9 +169,11 @@ class RewardModule(L.LightningModule):
         return self.model(inputs)
 
     def _step(
-        self, batch: PairBatch | RatingBatch | RankingBatch
+        self, batch: PairBatch | RatingBatch | RankingBatch | ProcessBatch
     ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         """Loss terms and the predictions that the metrics need, for one batch of any kind."""
+        if isinstance(batch, ProcessBatch):
+            return _process_step(self.model, batch)
         out = self.model(batch.inputs)
         if isinstance(batch, PairBatch):
             b = len(batch.label)
@@ -177,6 +215,8 @@ class RewardModule(L.LightningModule):
             return
         if "diff" in data:
             metrics = pair_metrics(data, self.aspects)
+        elif "step_label" in data:
+            metrics = process_metrics(data)
         elif "scores" in data:
             acc = ranking_pair_accuracy(data["scores"], data["order"], data["mask"])
             metrics = {"ranking_accuracy": acc, "metric": acc}

@@ -2,8 +2,8 @@
 
 For each kind a generation loop writes (image, video, edit, point cloud + action) a tiny model is
 saved and loaded back as a user's would be, and the command's scores equal ``Scorer.score`` on the
-same inputs. Labelled records are scored too, their labels echoed; reasoning steps, which no model
-scores yet, are refused by name.
+same inputs. Labelled records are scored too, their labels echoed; reasoning steps are refused
+by name by a model that does not read them (process reward models: tests/test_prm.py).
 """
 
 from __future__ import annotations
@@ -196,11 +196,11 @@ def test_a_record_with_nothing_to_score_or_a_typo_is_named(workdir: Path):
         read_records(typo, unlabeled=True)
 
 
-def test_reasoning_steps_have_no_scorer_path_and_say_so(workdir: Path):
+def test_reasoning_steps_are_refused_by_a_model_that_does_not_read_them(workdir: Path):
     scorer = mr.load(saved(workdir, "image", tiny_reward_model), device="cpu")
     data = write_jsonl(
         workdir / "steps.jsonl",
         [{"id": "s1", "prompt": "2 + 2?", "image": "media/astronaut.png", "steps": ["2 + 2 = 4", "so 4"]}],
     )
-    with pytest.raises(ValueError, match=r"steps\.jsonl:1 \(id s1\) field 'steps': Scorer has no path"):
+    with pytest.raises(ValueError, match=r"steps\.jsonl:1 \(id s1\) field 'steps': this model does not read reasoning steps"):
         scorer.score_records(data)

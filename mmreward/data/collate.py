@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from mmreward.types import Preference, Ranking, Rating, Sample
+from mmreward.types import Preference, Process, Ranking, Rating, Sample
 
 
 @dataclass
@@ -51,6 +51,16 @@ class RankingBatch:
     ids: list[str]
 
 
+@dataclass
+class ProcessBatch:
+    """B reasoning chains with a 0/1 label per step (process reward models)."""
+
+    inputs: dict[str, Any]
+    labels: torch.Tensor  # (B, S) 1 correct step, 0 wrong step, NaN past a chain's end
+    subsets: list[str]
+    ids: list[str]
+
+
 def _nan(values: list[float | None]) -> torch.Tensor:
     return torch.tensor([math.nan if v is None else float(v) for v in values], dtype=torch.float32)
 
@@ -76,7 +86,7 @@ class Collator:
         self.collate_samples = collate_samples
         self.aspects = list(aspects or [])
 
-    def __call__(self, records: list[Any]) -> PairBatch | RatingBatch | RankingBatch:
+    def __call__(self, records: list[Any]) -> PairBatch | RatingBatch | RankingBatch | ProcessBatch:
         kinds = {type(r) for r in records}
         if len(kinds) != 1:
             names = ", ".join(sorted(k.__name__ for k in kinds))
@@ -105,8 +115,13 @@ class Collator:
             )
         if kind is Ranking:
             return self._rankings(records, subsets, ids)
+        if kind is Process:
+            labels = torch.full((len(records), max(len(r.labels) for r in records)), math.nan)
+            for b, record in enumerate(records):
+                labels[b, : len(record.labels)] = torch.tensor(record.labels, dtype=torch.float32)
+            return ProcessBatch(self.collate_samples([r.sample for r in records]), labels, subsets, ids)
         raise TypeError(
-            f"Cannot collate records of type {kind.__name__}; expected Preference, Rating or Ranking."
+            f"Cannot collate records of type {kind.__name__}; expected Preference, Rating, Ranking or Process."
         )
 
     def _rankings(self, records: list[Ranking], subsets: list[str], ids: list[str]) -> RankingBatch:

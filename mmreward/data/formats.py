@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from mmreward.data.formats_process import PROCESS_FORMATS
 from mmreward.data.formats_video import VIDEO_FORMATS
 
 Converter = Callable[[dict[str, Any]], list[dict[str, Any]]]
@@ -95,5 +96,6 @@ FORMATS: dict[str, Converter] = {
     "imagereward": imagereward,
     "pick-a-pic": pick_a_pic,
     "rewardbench": rewardbench,
+    **PROCESS_FORMATS,  # PRM800K, Math-Shepherd, ProcessBench, VisualProcessBench (formats_process)
     **VIDEO_FORMATS,  # GenAI-Bench, T2VScore, VideoAlign, VideoFeedback, EditReward (mmreward.data.formats_video)
 }

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from mmreward.data.files import RecordError, iter_raw, write_jsonl  # noqa: F401 (public here too)
+from mmreward.data.process import check_labels, check_steps
 from mmreward.data.validation import (
     BadRecord,
     bad_record,
@@ -26,19 +27,19 @@ from mmreward.data.validation import (
     require_object,
     warn_duplicate_ids,
 )
-from mmreward.types import MEDIA_FIELDS, Candidate, Preference, Ranking, Rating, Sample
+from mmreward.types import MEDIA_FIELDS, Candidate, Preference, Process, Ranking, Rating, Sample
 
 logger = logging.getLogger(__name__)
 
-Record = Preference | Rating | Ranking | Candidate
+Record = Preference | Rating | Ranking | Process | Candidate
 FieldMap = dict[str, str] | str | None
 PATH_FIELDS = ("image", "images", "video", "source_image", "point_cloud")
 SIDE_FIELDS = set(MEDIA_FIELDS) | {"score"}
 SINGLE_PATH_FIELDS = ("image", "video", "source_image")
-LABEL_FIELDS = {"chosen", "rejected", "candidates", "ranking", "score", "scores"}
+LABEL_FIELDS = {"chosen", "rejected", "candidates", "ranking", "score", "scores", "labels"}
 RECORD_FIELDS = set(MEDIA_FIELDS) | {
     "prompt", "chosen", "rejected", "label", "margin", "aspects", "subset", "id",
-    "candidates", "ranking", "score", "scores",
+    "candidates", "ranking", "score", "scores", "labels",
 }  # fmt: skip
 
 
@@ -167,6 +168,8 @@ def parse_sample(
     if not any(v is not None for v in kwargs.values()):
         raise RecordError(f"{where(field)}: the candidate has no response and no media.")
     _check_path_types(kwargs, where, field)
+    if kwargs.get("steps") is not None:
+        check_steps(kwargs["steps"], where, _join(field, "steps"))
     for name in PATH_FIELDS:
         if name in kwargs:
             kwargs[name] = _resolve_media(
@@ -210,7 +213,8 @@ def parse_record(
     media_root: str | None = None,
     unlabeled: bool = False,
 ) -> Record:
-    """One canonical record: preference (``chosen``), ranking (``candidates``), rating (``score(s)``)
+    """One canonical record: preference (``chosen``), process (``steps`` + ``labels``), ranking
+    (``candidates``), rating (``score(s)``)
     or, with ``unlabeled``, a candidate (``prompt`` and media fields, no labels)."""
     if not isinstance(raw, dict):
         raise RecordError(f"{where('<record>')}: expected a JSON object, got {type(raw).__name__}.")
@@ -239,6 +243,11 @@ def parse_record(
             else _number(side_score["rejected"], where("rejected.score")),
             **common,
         )
+    if "labels" in raw:  # a process record: steps with a 0/1 label each
+        sample_obj = {k: v for k, v in raw.items() if k in MEDIA_FIELDS}
+        labels = check_labels(raw["labels"], sample_obj.get("steps"), where)
+        sample = parse_sample(sample_obj, prompt, base, where, "", check_media, media_root)
+        return Process(sample=sample, labels=labels, **common)
     if "candidates" in raw:
         return _parse_ranking(raw, prompt, base, where, (check_media, media_root), common)
     if "score" in raw or "scores" in raw:

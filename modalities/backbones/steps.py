@@ -1,0 +1,106 @@
+"""``StepBackbone``: per-step features of a reasoning chain from any causal backbone, in one forward.
+
+The chain's steps become the assistant turn, each step followed by a separator token
+(``<|step|>``, added to the tokenizer like the reward token); the causal model reads the whole
+chain once, and the hidden state at the k-th separator has seen the prompt (and media) and steps
+1..k, so it is step k's feature (Math-Shepherd, Wang et al., 2024; VisualPRM, Wang et al., 2025).
+Scoring every prefix apart would take one forward per step (``benchmarks/bench_prm.py``).
+
+Wraps ``LMBackbone`` or ``VLMBackbone`` (any ``CausalBackbone``): their chat templates, media
+handling, loading and saving are used as they are. ``mmreward.prm.ProcessRewardModel`` puts a head
+on the features.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import torch
+from torch import nn
+
+from mmreward.configurable import Configurable
+from mmreward.types import Sample
+from modalities.backbones.causal import CausalBackbone
+from modalities.backbones.pooling import add_reward_token
+
+
+class StepBackbone(nn.Module, Configurable):
+    """One feature per reasoning step, read at the separator after each step (one forward a batch).
+
+    Args:
+        backbone: A causal backbone (``LMBackbone``, ``VLMBackbone``); its ``pooling`` is not used.
+        separator: The token appended after every step, added to the tokenizer if missing (its
+            embedding row starts at the mean of the others).
+        joiner: Text between a separator and the next step.
+    """
+
+    reads_steps = True
+
+    def __init__(self, backbone: CausalBackbone, separator: str = "<|step|>", joiner: str = "\n") -> None:
+        super().__init__()
+        if not isinstance(backbone, CausalBackbone):
+            raise TypeError(
+                f"StepBackbone wraps a causal backbone (LMBackbone, VLMBackbone); got {type(backbone).__name__}."
+            )
+        self.backbone, self.separator, self.joiner = backbone, separator, joiner
+        self.separator_id = add_reward_token(backbone.tokenizer, backbone.transformer, separator)
+        self.feature_dim = backbone.feature_dim
+
+    @property
+    def preprocessing(self) -> dict[str, Any]:
+        return {**self.backbone.preprocessing, "step_separator": self.separator}
+
+    def chain_text(self, sample: Sample) -> str:
+        """The assistant turn: every step followed by the separator."""
+        return self.joiner.join(step + self.separator for step in sample.steps)
+
+    def collate(self, samples: list[Sample]) -> dict[str, Any]:
+        """Render each chain as the assistant turn and tokenize the batch; ``step_counts`` (N,)."""
+        if not samples:
+            raise ValueError("collate got no samples; pass at least one.")
+        texts, media = [], {"images": [], "videos": []}
+        for sample in samples:
+            if not sample.steps:
+                raise ValueError(
+                    f"{sample.where('steps')}: a process reward model scores reasoning steps, but the "
+                    "sample has none. Pass steps=[...] (one string a step)."
+                )
+            bad = next((i for i, s in enumerate(sample.steps) if self.separator in s), None)
+            if bad is not None:
+                raise ValueError(
+                    f"{sample.where(f'steps.{bad}')}: the step contains the separator token "
+                    f"{self.separator!r}. Remove it from the text."
+                )
+            text, items = self.backbone.render(dataclasses.replace(sample, response=self.chain_text(sample)))
+            texts.append(text)
+            for kind, values in items.items():
+                media[kind].extend(values)
+        inputs = self.backbone.encode(texts, media)
+        counts = torch.tensor([len(s.steps) for s in samples])
+        found = ((inputs["input_ids"] == self.separator_id) & inputs["attention_mask"].bool()).sum(1)
+        mismatch = (found != counts).nonzero().flatten().tolist()
+        if mismatch:  # e.g. truncation, or a chat template that drops part of the turn
+            i = mismatch[0]
+            raise ValueError(
+                f"{samples[i].where('steps')}: {int(counts[i])} steps but {int(found[i])} separators after "
+                "tokenizing; the chat template or the tokenizer cut the chain. Check max length and template."
+            )
+        return {"model": inputs, "step_counts": counts}
+
+    def forward(self, inputs: dict[str, Any]) -> torch.Tensor:
+        """(N, S, D) float32 features at the separators, S the most steps in the batch; zeros past a
+        chain's last step (``inputs["step_counts"]`` says where)."""
+        model_inputs = inputs["model"]
+        hidden = self.backbone.model(**model_inputs, use_cache=False).last_hidden_state  # (N, L, D)
+        ids, mask = model_inputs["input_ids"], model_inputs["attention_mask"].bool()
+        hits = (ids == self.separator_id) & mask
+        length = ids.shape[1]
+        positions = torch.arange(length, device=ids.device).expand_as(ids)
+        # separators first, in order; the rest after them
+        order = torch.where(hits, positions, positions + length).argsort(dim=1)
+        width = int(inputs["step_counts"].max())
+        index = order[:, :width]  # (N, S)
+        features = hidden.gather(1, index[..., None].expand(-1, -1, hidden.shape[-1]))
+        valid = torch.arange(width, device=ids.device)[None] < inputs["step_counts"].to(ids.device)[:, None]
+        return features.float() * valid[..., None]
