@@ -163,6 +163,10 @@ def test_early_rejection_never_rejects_every_chain_and_validates_its_rule():
     )
     assert all(sum(c.alive for c in r.chains) == 2 for r in harsh)
     assert all(r.sample.steps and len(r.sample.steps) == WORLD.length for r in harsh)
+    once = EarlyRejection(quantile=0.5, quantile_at=(1,))  # speculative rejection: one cut, after step 1
+    cut_once = sample_best_of_n(WORLD.generator, ToyPRM(), PROBLEMS[:20], n=8, early_rejection=once)
+    assert all(sum(c.alive for c in r.chains) == 4 for r in cut_once)  # half of 8, then never again
+    assert all(len(c.sample.steps) == 1 for r in cut_once for c in r.chains if not c.alive)
     with pytest.raises(ValueError, match="threshold, a quantile"):
         EarlyRejection()
     with pytest.raises(ValueError, match="quantile must be in"):

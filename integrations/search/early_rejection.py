@@ -49,12 +49,17 @@ class EarlyRejection:
             chains (e.g. 0.25 drops the worst quarter each round; None: no relative cut).
         min_steps: Steps a chain must have before it may be rejected.
         keep: The fewest alive chains a problem keeps (the best ones).
+        quantile_at: Chain lengths (in steps) at which the quantile cut applies, e.g. ``(1,)`` to
+            cut once after the first step as speculative rejection does (Sun et al., 2024, "Fast
+            Best-of-N Decoding via Speculative Rejection"); None applies it after every step
+            from ``min_steps`` on, which compounds: a 0.25 cut over 8 steps leaves 0.75^8 = 10%.
     """
 
     threshold: float | None = None
     quantile: float | None = None
     min_steps: int = 1
     keep: int = 1
+    quantile_at: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
         if self.threshold is None and self.quantile is None:
@@ -72,14 +77,21 @@ class EarlyRejection:
         """Mark the unfinished chains of one problem that this rule stops (``alive = False``)."""
         alive = [c for c in chains if c.alive]
         values = torch.tensor([c.value for c in alive]).nan_to_num(float("-inf"))
-        cut = float("-inf") if self.threshold is None else self.threshold
-        if self.quantile is not None and len(alive) > 1:
-            cut = max(cut, float(torch.quantile(values[torch.isfinite(values)], self.quantile)))
+        threshold = float("-inf") if self.threshold is None else self.threshold
+        relative = float("-inf")
+        finite = values[torch.isfinite(values)]
+        if self.quantile is not None and finite.numel() > 1:
+            relative = float(torch.quantile(finite, self.quantile))
         order = values.argsort(descending=True).tolist()
         protected = {id(alive[i]) for i in order[: self.keep]}
         for chain, value in zip(alive, values.tolist(), strict=True):
-            eligible = not chain.done and len(chain.sample.steps) >= self.min_steps
-            if eligible and value < cut and id(chain) not in protected:
+            length = len(chain.sample.steps)
+            if chain.done or length < self.min_steps or id(chain) in protected:
+                continue
+            cut = threshold
+            if self.quantile_at is None or length in self.quantile_at:
+                cut = max(cut, relative)
+            if value < cut:
                 chain.alive = False
 
 
