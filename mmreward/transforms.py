@@ -324,6 +324,9 @@ STEP_AGGREGATES = ("min", "last", "mean", "product")
 def aggregate_steps(steps: Sequence[float] | torch.Tensor, how: StepAggregate = "min") -> float:
     """One score from per-step scores (see ``StepAggregate``); NaN for an empty chain.
 
+    The rule search applies to ``RewardOutput.steps``; its batched twin on a PRM's (N, S) step
+    logits is ``mmreward.prm.aggregate_step_logits`` (the two give the same number for a chain).
+
     Raises:
         ValueError: An unknown rule (with the four that exist).
     """

@@ -230,3 +230,33 @@ def test_a_generator_that_returns_the_wrong_number_of_steps_is_named():
         sample_best_of_n(lambda partials: [], ToyPRM(), PROBLEMS[:1], n=2)
     with pytest.raises(TypeError, match="score_samples"):
         beam_search(WORLD.generator, object(), PROBLEMS[:1])
+
+
+def test_a_real_process_reward_model_drives_every_search(tmp_path):
+    """The plumbing with mmreward's own PRM (a tiny random LM behind ``Scorer``): partial chains of any
+    length are scored, best-of-N's value is the aggregate of the returned step scores, and the
+    step-level searches run on it unchanged."""
+    from mmreward.heads import LinearHead
+    from mmreward.prm import ProcessRewardModel
+    from mmreward.scoring import Scorer
+    from modalities.backbones.lm import LMBackbone
+    from modalities.backbones.steps import StepBackbone
+    from tests.vlm_helpers import build_tiny_causal_lm
+
+    torch.manual_seed(0)
+    backbone = StepBackbone(LMBackbone(str(build_tiny_causal_lm(tmp_path / "lm"))))
+    prm = Scorer(ProcessRewardModel(backbone, LinearHead(), aggregation="min"), device="cpu")
+    problems = WORLD.problems(2)
+    pools = sample_best_of_n(WORLD.generator, ToyPRM(), problems, n=3)
+    groups = [[c.sample for c in r.chains] for r in pools]
+    picks = best_of_n(prm, groups, aggregate="product")
+    for pick in picks:
+        by_hand = [float(torch.tensor(o.steps, dtype=torch.float64).prod()) for o in pick.outputs]
+        assert pick.values == pytest.approx(by_hand, rel=1e-4) and pick.values[pick.index] == max(pick.values)
+    assert all(v.answer is not None for v in weighted_vote(prm, groups, WORLD.answer))
+    early = sample_best_of_n(
+        WORLD.generator, prm, problems, n=3, early_rejection=EarlyRejection(quantile=0.5)
+    )
+    beams = beam_search(WORLD.generator, prm, problems, beam_width=2, expand=2)
+    for result in (*early, *beams):
+        assert len(result.sample.steps) == WORLD.length and 0 < result.value < 1
