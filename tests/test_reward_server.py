@@ -218,7 +218,7 @@ def test_rank_and_the_clients_match_the_scorer(served):
 
 
 def test_best_of_n_takes_a_served_model(served):
-    from integrations.best_of_n import best_of_n
+    from integrations.search import best_of_n
 
     images = served["images"]
     with RewardClient(served["url"], api_key=KEY) as client:
