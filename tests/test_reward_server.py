@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import socket
 import threading
 import time
@@ -36,8 +37,13 @@ class CountingReward:
     def score_samples(self, samples):
         with self.log.open("a") as f:
             f.write(f"{len(samples)}\n")
-        if all(s.image is None for s in samples):
-            return [RewardOutput(score=float(len(s.response or ""))) for s in samples]
+        if all(s.image is None for s in samples):  # "fail" is a sample the reward cannot score
+            return [
+                RewardOutput(score=float("nan"), provenance={"failure": "no verdict"})
+                if s.response == "fail"
+                else RewardOutput(score=float(len(s.response or "")))
+                for s in samples
+            ]
         return self.scorer.score_samples(samples)
 
 
@@ -186,6 +192,14 @@ def test_openrlhf_remote_reward_body(served):
     response = post(served["url"], "/score", body)
     assert response.status_code == 200, response.text
     assert response.json()["rewards"] == [len(" A: hello"), len(" A: hey there")]
+
+
+def test_an_unscored_sample_is_null_with_its_reason_and_nan_in_the_client(served):
+    body = post(served["url"], "/score", {"samples": [{"prompt": "p", "response": "fail"}, {"prompt": "p", "response": "ok"}]}).json()  # fmt: skip
+    assert body["scores"] == [None, 2.0] and body["outputs"][0]["failure"] == "no verdict"
+    with RewardClient(served["url"], api_key=KEY) as client:
+        failed, ok = client.score_samples([Sample("p", response="fail"), Sample("p", response="ok")])
+    assert math.isnan(failed.score) and failed.provenance["failure"] == "no verdict" and ok.score == 2.0
 
 
 def test_rank_and_the_clients_match_the_scorer(served):

@@ -70,7 +70,16 @@ def sample_json(sample: Sample, server_paths: bool = False) -> dict[str, Any]:
 def outputs_from(body: dict[str, Any]) -> list[RewardOutput]:
     """``RewardOutput``s from a ``/score`` response body."""
     provenance = dict(body.get("provenance") or {})
-    return [RewardOutput(**fields, provenance=dict(provenance)) for fields in body["outputs"]]
+    outputs = []
+    for fields in body["outputs"]:
+        fields, prov = dict(fields), dict(provenance)
+        if "failure" in fields:
+            prov["failure"] = fields.pop("failure")
+        score = fields.pop("score")
+        outputs.append(
+            RewardOutput(score=float("nan") if score is None else score, **fields, provenance=prov)
+        )
+    return outputs
 
 
 def raise_for(response: Any) -> dict[str, Any]:

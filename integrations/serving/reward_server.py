@@ -20,6 +20,7 @@ Binds 127.0.0.1 unless told otherwise; ``--api-key`` / ``$MMREWARD_API_KEY`` req
 # annotations of decode_request and of the /rank route at run time
 import argparse
 import hmac
+import math
 import os
 import tempfile
 from collections.abc import Sequence
@@ -173,9 +174,12 @@ def _failure(err: Exception) -> HTTPException:
 
 
 def encode_outputs(outputs: Sequence[RewardOutput]) -> dict[str, Any]:
-    """The response body: ``scores`` (and OpenRLHF's ``rewards``), each output's fields, provenance once."""
-    scores = [o.score for o in outputs]
-    fields = [{k: v for k, v in asdict(o).items() if v is not None and k != "provenance"} for o in outputs]
+    """The response body: ``scores`` (and OpenRLHF's ``rewards``), each output's fields, provenance once.
+
+    JSON has no NaN: a sample the reward could not score gets ``null`` and its ``failure`` reason.
+    """
+    fields = [_output_json(o) for o in outputs]
+    scores = [f.get("score") for f in fields]
     return {
         "scores": scores,
         "rewards": scores,
@@ -185,13 +189,25 @@ def encode_outputs(outputs: Sequence[RewardOutput]) -> dict[str, Any]:
     }
 
 
+def _output_json(output: RewardOutput) -> dict[str, Any]:
+    def finite(value: Any) -> Any:
+        if isinstance(value, float):
+            return value if math.isfinite(value) else None
+        if isinstance(value, dict):
+            return {k: finite(v) for k, v in value.items()}
+        return [finite(v) for v in value] if isinstance(value, list) else value
+
+    fields = {k: finite(v) for k, v in asdict(output).items() if v is not None and k != "provenance"}
+    fields.setdefault("score", None)
+    if output.provenance.get("failure"):
+        fields["failure"] = output.provenance["failure"]
+    return fields
+
+
 def rank_response(body: dict[str, Any]) -> dict[str, Any]:
-    """``/rank``'s body from the scored candidates: indices best first (NaN last), and the scores."""
+    """``/rank``'s body from the scored candidates: indices best first (unscored last), and the scores."""
     scores = body["scores"]
-    order = sorted(
-        range(len(scores)),
-        key=lambda i: (scores[i] != scores[i], -scores[i] if scores[i] == scores[i] else 0),
-    )
+    order = sorted(range(len(scores)), key=lambda i: (scores[i] is None, -(scores[i] or 0.0)))
     return {"ranking": order, "scores": scores, "outputs": body["outputs"], "provenance": body["provenance"]}
 
 
