@@ -12,7 +12,7 @@ from typing import Any
 from mmreward.data.records import FieldMap, Record, RecordError, read_records
 from mmreward.data.validation import BadRecord, bad_record
 from mmreward.evaluation import flatten
-from mmreward.types import Preference, Ranking, Rating, RewardOutput
+from mmreward.types import Preference, Process, Ranking, Rating, RewardOutput
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +45,8 @@ def _labels(record: Record) -> dict[str, Any]:
         names = ("score", "scores")
     elif isinstance(record, Ranking):
         return {"ranking": list(record.order)}
+    elif isinstance(record, Process):
+        return {"labels": list(record.labels)}
     else:
         return {}
     return {name: getattr(record, name) for name in names if getattr(record, name) is not None}

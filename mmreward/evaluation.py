@@ -8,8 +8,16 @@ from typing import Any
 import numpy as np
 
 from mmreward.data.records import Record
-from mmreward.metrics import correlations, grouped_accuracy, pairwise_accuracy, ranking_pair_accuracy
-from mmreward.types import Candidate, Preference, Ranking, Rating, Sample
+from mmreward.metrics import (
+    correlations,
+    first_error_f1,
+    first_error_index,
+    grouped_accuracy,
+    pairwise_accuracy,
+    ranking_pair_accuracy,
+    step_auroc,
+)
+from mmreward.types import Candidate, Preference, Process, Ranking, Rating, Sample
 
 
 def flatten(records: Sequence[Record]) -> tuple[list[Sample], list[slice]]:
@@ -20,7 +28,7 @@ def flatten(records: Sequence[Record]) -> tuple[list[Sample], list[slice]]:
         start = len(samples)
         if isinstance(record, Preference):
             samples += [record.chosen, record.rejected]
-        elif isinstance(record, (Rating, Candidate)):
+        elif isinstance(record, (Rating, Candidate, Process)):
             samples.append(record.sample)
         elif isinstance(record, Ranking):
             samples += record.candidates
@@ -32,7 +40,8 @@ def flatten(records: Sequence[Record]) -> tuple[list[Sample], list[slice]]:
 
 def evaluate(scorer, records: Sequence[Record]) -> dict[str, Any]:
     """Metrics for ``records`` scored by ``scorer``: pair accuracy (overall, per subset, per
-    aspect), rating correlations (overall and per aspect) and ranking pair accuracy."""
+    aspect), rating correlations (overall and per aspect), ranking pair accuracy, and for process
+    records step AUROC and ProcessBench's first-error F1 (steps below P = 0.5 count as errors)."""
     samples, spans = flatten(records)
     out = scorer.forward(samples)
     score = out.score.numpy()
@@ -81,4 +90,21 @@ def evaluate(scorer, records: Sequence[Record]) -> dict[str, Any]:
             "n": len(rankings),
             "pair_accuracy": ranking_pair_accuracy(scores, order, mask),
         }
+    processes = [(r, s) for r, s in zip(records, spans) if isinstance(r, Process)]
+    if processes:
+        metrics["process"] = _process_metrics(processes, out.steps)
     return metrics
+
+
+def _process_metrics(processes: list[tuple[Process, slice]], steps: Any) -> dict[str, Any]:
+    if steps is None:
+        raise TypeError(
+            "Process records need a model with per-step scores (mmreward.prm.ProcessRewardModel)."
+        )
+    probs = [1 / (1 + np.exp(-steps[s.start, : len(r.labels)].numpy())) for r, s in processes]
+    labels = [np.asarray(r.labels) for r, _ in processes]
+    return {
+        "n": len(processes),
+        "step_auroc": step_auroc(np.concatenate(probs), np.concatenate(labels)),
+        **first_error_f1([first_error_index(p) for p in probs], [first_error_index(y) for y in labels]),
+    }

@@ -15,6 +15,7 @@ import pytest
 import torch
 
 import mmreward as mr
+from mmreward.cli import main
 from mmreward.data.files import RecordError
 from mmreward.data.records import read_records
 from mmreward.heads import LinearHead, MLPHead
@@ -206,6 +207,32 @@ def test_scorer_gives_steps_and_aggregate_and_reloads(tiny_lm, tmp_path):
     for a, b in zip(out, again):
         np.testing.assert_allclose(a.steps, b.steps, atol=1e-6)
         assert a.score == pytest.approx(b.score, abs=1e-6)
+
+
+def test_mmreward_score_and_eval_on_process_files(tiny_lm, tmp_path, capsys):
+    Scorer(tiny_prm(tiny_lm), device="cpu").save_pretrained(tmp_path / "prm")
+    rows = [
+        {"id": "p0", "generator": "g", "problem": "2 + 2 ?", "steps": ["two plus two", "is 4"], "label": -1},
+        {
+            "id": "p1",
+            "generator": "g",
+            "problem": "3 + 3 ?",
+            "steps": ["three plus three", "is 7", "so 7"],
+            "label": 1,
+        },
+    ]
+    bench = write(tmp_path / "pb.jsonl", rows)
+    assert (
+        main(["eval", "--model", str(tmp_path / "prm"), "--data", str(bench), "--format", "processbench"])
+        == 0
+    )
+    printed = capsys.readouterr().out
+    assert '"process"' in printed and '"step_auroc"' in printed and '"f1"' in printed
+    canonical = write(
+        tmp_path / "p.jsonl", [{"id": "c", "prompt": "q", "steps": ["a", "b"], "labels": [1, 0]}]
+    )
+    (result,) = mr.load(tmp_path / "prm", device="cpu").score_records(canonical)
+    assert result["id"] == "c" and len(result["steps"]) == 2 and result["labels"] == {"labels": [1, 0]}
 
 
 def test_prm_bad_inputs_name_the_sample(tiny_lm):
