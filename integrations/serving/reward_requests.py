@@ -71,8 +71,11 @@ def _confined(value: str, field: str, kind: str) -> Path:
     path = Path(root) / value  # an absolute value replaces the root, and is then confined
     try:
         checked = check_media_file(path, field, kind, root)
-    except PermissionError as err:
-        raise ValueError(str(err).replace(str(path), value)) from None
+    except PermissionError:
+        raise ValueError(
+            f"{field}: {kind} path {value!r} resolves outside the media root (links followed); this server "
+            "reads files under its --media-root only. Send the file inline as a data URL instead."
+        ) from None
     except OSError as err:
         raise ValueError(str(err)) from None
     return checked.resolve()

@@ -22,6 +22,7 @@ import argparse
 import hmac
 import math
 import os
+import signal
 import tempfile
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
@@ -351,5 +352,15 @@ def main(argv: list[str]) -> int:
     """``mmreward serve ...`` (the ``mmreward.commands`` entry point): serve until interrupted."""
     args = build_parser().parse_args(argv)
     server = create_server(api_from_args(args), args.max_body_bytes, args.timeout)
+    # LitServe stops its workers on Ctrl+C only; on SIGTERM they would outlive this process
+    _interrupt.pid = os.getpid()
+    signal.signal(signal.SIGTERM, _interrupt)
     server.run(host=args.host, port=args.port, generate_client_file=False, log_level="warning")
     return 0
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    """SIGTERM as Ctrl+C in the server's process; a forked HTTP process that LitServe stops exits quietly."""
+    if os.getpid() != _interrupt.pid:
+        raise SystemExit(0)
+    raise KeyboardInterrupt
