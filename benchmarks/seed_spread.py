@@ -43,6 +43,10 @@ def t2i(seed: int, out: Path) -> dict:
             v for k, v in by_kind.items() if k not in ("blur", "noise", "jpeg")
         ),
         "t2i.best_pick_is_faithful": m["best_pick_is_faithful"],
+        "t2i.control.text_blind_accuracy": m["controls"]["text_blind_accuracy"],
+        "t2i.control.image_statistics_accuracy": m["controls"]["image_statistics_accuracy"],
+        "t2i.margin_over_text_blind": m["margin_over_controls"]["text_blind_accuracy"],
+        "t2i.margin_over_image_statistics": m["margin_over_controls"]["image_statistics_accuracy"],
     }
 
 
@@ -176,6 +180,8 @@ BARS: dict[str, tuple[str, float]] = {
     "t2i.heldout_alignment_accuracy": (">=", 0.90),
     "t2i.worst_semantic_corruption": (">=", 0.75),
     "t2i.best_pick_is_faithful": (">=", 0.6),
+    "t2i.margin_over_text_blind": (">=", 0.1),
+    "t2i.margin_over_image_statistics": (">=", 0.1),
     **{f"video.accuracy.{a}": (">=", 0.85) for a in ("quality", "alignment", "physics")},
     **{f"video.spearman.{a}": (">=", 0.5) for a in ("quality", "alignment", "physics")},
     "video.physics_order_margin": (">=", 0.15),

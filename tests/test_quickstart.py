@@ -29,10 +29,21 @@ def test_quickstart_ranks_held_out_alignment_pairs(demo: Path):
     assert metrics["best_pick_is_faithful"] >= 0.6
 
 
+def test_quickstart_beats_its_blind_controls(demo: Path):
+    """Issue 13: the same model with shuffled prompts, and a prompt-blind colour-statistics model, sit
+    near chance on the same held-out pairs; the model stands at least 0.1 above each."""
+    metrics = json.loads((demo / "metrics.json").read_text())
+    controls, margins = metrics["controls"], metrics["margin_over_controls"]
+    assert set(controls) == {"text_blind_accuracy", "image_statistics_accuracy"}, controls
+    assert all(abs(v - 0.5) <= 0.1 for v in controls.values()), controls
+    assert min(margins.values()) >= 0.1, margins
+
+
 def test_report_shows_held_out_candidates_with_scores(demo: Path):
     html = (demo / "report.html").read_text()
     assert html.count("<figure>") >= 8 * 4 and 'class="best"' in html
     assert "held-out" in html.lower() or "Held-out" in html
+    assert "Text-blind" in html and "Image statistics" in html
 
 
 def test_exported_model_reloads_and_ranks_a_prompt(demo: Path):

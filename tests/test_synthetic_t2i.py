@@ -207,3 +207,16 @@ def test_scene_rendering_and_errors() -> None:
         SceneObject("circle", "pink", "large", 0.5, 0.5)
     with pytest.raises(ValueError, match="pairs_per_prompt"):
         T2IWorld(1, 1, 1, pairs_per_prompt=0)
+
+
+def test_pooled_colour_statistics_do_not_give_the_faithful_render_away(tmp_path: Path) -> None:
+    """Issue 13: a prompt-blind logistic model on each image's colour statistics, fitted on training
+    pairs, ranks held-out alignment pairs near chance (the quick-start world's settings)."""
+    from integrations.demos.t2i import image_statistics_accuracy
+    from mmreward.data.records import read_records
+
+    world = T2IWorld(300, 4, 120, quality_pairs=False, relation_fraction=0.0, seed=3)
+    paths = world.write(tmp_path / "world")
+    train, test = read_records(paths["train"]), read_records(paths["test"])
+    assert len(test) == 360  # SE of a chance accuracy: 0.026
+    assert abs(image_statistics_accuracy(train, test) - 0.5) <= 0.08
