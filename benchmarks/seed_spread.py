@@ -59,6 +59,14 @@ def video(seed: int, out: Path) -> dict:
     figures |= {f"video.spearman.{a}": corr[a]["spearman"] for a in ("quality", "alignment", "physics")}
     figures["video.physics_order_margin"] = acc["physics"] - shuf["physics"]
     figures["video.quality_shuffle_cost"] = acc["quality"] - shuf["quality"]
+    figures["video.margin_over_prompt_shuffled.alignment"] = m["margin_over_controls"]["prompt_shuffled"][
+        "alignment"
+    ]
+    figures["video.margin_over_single_frame.alignment"] = m["margin_over_controls"]["single_frame"][
+        "alignment"
+    ]
+    direction = m["direction_alignment_accuracy"]
+    figures["video.direction_margin_over_single_frame"] = direction["model"] - direction["single_frame"]
     return figures
 
 
@@ -68,8 +76,12 @@ def edit(seed: int, out: Path) -> dict:
     m = run(out, extra_args=_seeded(seed))
     return {
         "edit.spearman": m["heldout_correlations"]["spearman"],
-        "edit.correct_beats.no_op": m["correct_beats"]["no_op"],
-        "edit.correct_beats.wrong_object": m["correct_beats"]["wrong_object"],
+        **{f"edit.correct_beats.{k}": v for k, v in m["correct_beats"].items()},
+        "edit.pair_accuracy": m["heldout_pair_accuracy"],
+        **{f"edit.control.{c}.{k}": v for c, f in m["controls"].items() for k, v in f.items()},
+        **{
+            f"edit.margin_over.{c}.{k}": v for c, f in m["margin_over_controls"].items() for k, v in f.items()
+        },
     }
 
 
@@ -186,9 +198,20 @@ BARS: dict[str, tuple[str, float]] = {
     **{f"video.spearman.{a}": (">=", 0.5) for a in ("quality", "alignment", "physics")},
     "video.physics_order_margin": (">=", 0.15),
     "video.quality_shuffle_cost": ("<=", 0.15),
+    "video.margin_over_prompt_shuffled.alignment": (">=", 0.1),
     "edit.spearman": (">=", 0.7),
     "edit.correct_beats.no_op": (">=", 0.9),
     "edit.correct_beats.wrong_object": (">=", 0.9),
+    "edit.correct_beats.near_miss": (">=", 0.85),
+    **{
+        f"edit.margin_over.{c}.{k}": (">=", 0.1)
+        for c in ("instruction_shuffled", "pixel_distance_to_source", "off_palette_share")
+        for k in ("spearman", "pair_accuracy")
+    },
+    **{
+        f"edit.control.{c}.pair_accuracy": ("<=", 0.6)
+        for c in ("instruction_shuffled", "pixel_distance_to_source", "off_palette_share")
+    },
     "judge.spearman": (">=", 0.6),
     "judge.hit_rate": (">=", 0.6),
     "judge.problem_named_rate": (">=", 0.6),
