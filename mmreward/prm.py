@@ -108,3 +108,34 @@ class ProcessRewardModel(nn.Module, Configurable):
         mask = step_mask(inputs["step_counts"].to(logits.device), logits.shape[1])
         score = aggregate_step_logits(logits, mask, self.aggregation)
         return HeadOutput(score=score, steps=logits.masked_fill(~mask, float("nan")))
+
+
+def implicit_step_rewards(
+    token_log_ratio: torch.Tensor, step_ids: torch.Tensor, num_steps: int, beta: float
+) -> torch.Tensor:
+    """(N, S) implicit Q-values: ``q_k = beta * sum of log(pi / pi_ref)`` over the tokens of steps 1..k.
+
+    "Free Process Rewards without Process Labels" (Yuan et al., 2024): with the outcome reward
+    parameterised as ``beta log pi(y) / pi_ref(y)``, step k's process reward is the same log ratio
+    over step k's tokens, and the running sum ``q_k`` is the logit of the chain succeeding from
+    there, so ``sigmoid(q_k)`` reads like a discriminative PRM's step probability.
+
+    Args:
+        token_log_ratio: (N, L) ``log pi(token) - log pi_ref(token)`` for each token (0 where unused).
+        step_ids: (N, L) the step each token belongs to, -1 for prompt, separators and padding.
+        num_steps: S, the most steps in the batch.
+        beta: The KL coefficient of the parameterisation.
+    """
+    keep = step_ids >= 0
+    per_step = torch.zeros(
+        token_log_ratio.shape[0], num_steps + 1, dtype=token_log_ratio.dtype, device=token_log_ratio.device
+    )
+    index = torch.where(keep, step_ids, num_steps)  # unused tokens go to a spare column
+    per_step = per_step.scatter_add(1, index, token_log_ratio * keep)
+    return beta * per_step[:, :num_steps].cumsum(dim=1)
+
+
+def outcome_bce_loss(final_q: torch.Tensor, outcome: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of the chain's implicit outcome logit against 0/1 outcome labels (Yuan et al.,
+    2024, the CE variant: unpaired data, one label per chain)."""
+    return F.binary_cross_entropy_with_logits(final_q, outcome.to(final_q.dtype))
