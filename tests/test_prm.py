@@ -314,3 +314,23 @@ def test_best_of_n_accuracy_by_hand():
     assert best_of_n_accuracy(scores, correct, 2) == pytest.approx((1 / 3 + 1 / 2) / 2)
     with pytest.raises(ValueError, match="n must be in 1..3"):
         best_of_n_accuracy(scores, correct, 4)
+
+
+def test_step_backbone_on_a_vision_language_model(tmp_path_factory):
+    from modalities.backbones.vlm import VLMBackbone
+    from tests.vlm_helpers import build_tiny_qwen2_5_vl
+
+    path = build_tiny_qwen2_5_vl(tmp_path_factory.mktemp("tiny-prm-vlm") / "qwen2_5_vl")
+    torch.manual_seed(0)
+    model = ProcessRewardModel(StepBackbone(VLMBackbone(str(path))), LinearHead(init="ones"))
+    scorer = Scorer(model, device="cpu")
+    images = FIXTURES.parent / "images"
+    steps = ["there are two red circles", "two plus one is 3", "so 3"]
+
+    def sample(image: str, k: int = 3) -> Sample:
+        return Sample(prompt="how many circles ?", image=str(images / image), steps=steps[:k])
+
+    full, other = scorer.score_samples([sample("astronaut.png"), sample("camera.png")])
+    prefixes = scorer.score_samples([sample("astronaut.png", k) for k in (1, 2, 3)])
+    np.testing.assert_allclose(full.steps, [p.steps[-1] for p in prefixes], atol=1e-4)
+    assert not np.allclose(full.steps, other.steps, atol=1e-6)  # the step scores read the image
