@@ -334,3 +334,27 @@ def test_step_backbone_on_a_vision_language_model(tmp_path_factory):
     prefixes = scorer.score_samples([sample("astronaut.png", k) for k in (1, 2, 3)])
     np.testing.assert_allclose(full.steps, [p.steps[-1] for p in prefixes], atol=1e-4)
     assert not np.allclose(full.steps, other.steps, atol=1e-6)  # the step scores read the image
+
+
+def test_bidirectional_steps_read_both_directions_and_reload(tiny_lm, tmp_path):
+    lm = LMBackbone(str(tiny_lm))
+    forward_only, both = StepBackbone(lm), StepBackbone(lm, bidirectional=True)
+    assert both.feature_dim == 2 * forward_only.feature_dim
+    chains = [chain("q", "one two", "three", "four five six"), chain("p", "seven", "eight nine")]
+    with torch.no_grad():
+        bi = both(both.collate(chains))  # (2, 3, 2D)
+        fwd = forward_only(forward_only.collate(chains))
+        rev = forward_only(forward_only.collate([chain(c.prompt, *c.steps[::-1]) for c in chains]))
+    d = forward_only.feature_dim
+    torch.testing.assert_close(bi[..., :d], fwd, atol=1e-5, rtol=0)
+    # step k's reverse half is the reversed chain's feature at its step (K - 1 - k)
+    torch.testing.assert_close(bi[0, :, d:], rev[0].flip(0), atol=1e-5, rtol=0)
+    torch.testing.assert_close(bi[1, :2, d:], rev[1, :2].flip(0), atol=1e-5, rtol=0)
+    assert bi[1, 2].abs().sum() == 0  # past the second chain's end
+    model = ProcessRewardModel(both, LinearHead())
+    scorer = Scorer(model, device="cpu")
+    first, changed = scorer.score_samples([chains[0], chain("q", "one two", "three", "ten")])
+    assert first.steps[0] != pytest.approx(changed.steps[0], abs=1e-7)  # step 1 sees the last step
+    scorer.save_pretrained(tmp_path / "biprm")
+    again = mr.load(tmp_path / "biprm", device="cpu").score_samples([chains[0]])
+    np.testing.assert_allclose(first.steps, again[0].steps, atol=1e-6)

@@ -33,11 +33,21 @@ class StepBackbone(nn.Module, Configurable):
         separator: The token appended after every step, added to the tokenizer if missing (its
             embedding row starts at the mean of the others).
         joiner: Text between a separator and the next step.
+        bidirectional: Also read the chain with its steps in reverse order (BiPRM, Zhang et al.,
+            2025): step k's feature is then its forward feature (steps 1..k seen) concatenated with
+            its feature in the reversed chain (steps k..K seen), so ``feature_dim`` doubles. The two
+            passes run as one batch; a step's score then depends on the steps after it.
     """
 
     reads_steps = True
 
-    def __init__(self, backbone: CausalBackbone, separator: str = "<|step|>", joiner: str = "\n") -> None:
+    def __init__(
+        self,
+        backbone: CausalBackbone,
+        separator: str = "<|step|>",
+        joiner: str = "\n",
+        bidirectional: bool = False,
+    ) -> None:
         super().__init__()
         if not isinstance(backbone, CausalBackbone):
             raise TypeError(
@@ -45,11 +55,16 @@ class StepBackbone(nn.Module, Configurable):
             )
         self.backbone, self.separator, self.joiner = backbone, separator, joiner
         self.separator_id = add_reward_token(backbone.tokenizer, backbone.transformer, separator)
-        self.feature_dim = backbone.feature_dim
+        self.bidirectional = bidirectional
+        self.feature_dim = backbone.feature_dim * (2 if bidirectional else 1)
 
     @property
     def preprocessing(self) -> dict[str, Any]:
-        return {**self.backbone.preprocessing, "step_separator": self.separator}
+        return {
+            **self.backbone.preprocessing,
+            "step_separator": self.separator,
+            "bidirectional": self.bidirectional,
+        }
 
     def chain_text(self, sample: Sample) -> str:
         """The assistant turn: every step followed by the separator."""
@@ -60,7 +75,8 @@ class StepBackbone(nn.Module, Configurable):
         if not samples:
             raise ValueError("collate got no samples; pass at least one.")
         texts, media = [], {"images": [], "videos": []}
-        for sample in samples:
+        reversed_chains = [dataclasses.replace(s, steps=s.steps[::-1]) for s in samples if s.steps]
+        for sample in samples + (reversed_chains if self.bidirectional else []):
             if not sample.steps:
                 raise ValueError(
                     f"{sample.where('steps')}: a process reward model scores reasoning steps, but the "
@@ -79,9 +95,9 @@ class StepBackbone(nn.Module, Configurable):
         inputs = self.backbone.encode(texts, media)
         counts = torch.tensor([len(s.steps) for s in samples])
         found = ((inputs["input_ids"] == self.separator_id) & inputs["attention_mask"].bool()).sum(1)
-        mismatch = (found != counts).nonzero().flatten().tolist()
+        mismatch = (found != counts.repeat(len(found) // len(counts))).nonzero().flatten().tolist()
         if mismatch:  # e.g. truncation, or a chat template that drops part of the turn
-            i = mismatch[0]
+            i = mismatch[0] % len(samples)
             raise ValueError(
                 f"{samples[i].where('steps')}: {int(counts[i])} steps but {int(found[i])} separators after "
                 "tokenizing; the chat template or the tokenizer cut the chain. Check max length and template."
@@ -90,8 +106,21 @@ class StepBackbone(nn.Module, Configurable):
 
     def forward(self, inputs: dict[str, Any]) -> torch.Tensor:
         """(N, S, D) float32 features at the separators, S the most steps in the batch; zeros past a
-        chain's last step (``inputs["step_counts"]`` says where)."""
-        model_inputs = inputs["model"]
+        chain's last step (``inputs["step_counts"]`` says where). (N, S, 2D) when bidirectional."""
+        counts = inputs["step_counts"]
+        features = self._separator_features(inputs["model"], counts.repeat(2 if self.bidirectional else 1))
+        n, width = len(counts), features.shape[1]
+        valid = torch.arange(width, device=features.device)[None] < counts.to(features.device)[:, None]
+        if not self.bidirectional:
+            return features * valid[..., None]
+        # the reversed chain's k-th separator closes original step count - 1 - k
+        steps = torch.arange(width, device=features.device)
+        back = (counts.to(features.device)[:, None] - 1 - steps).clamp(min=0)  # (N, S)
+        reverse = features[n:].gather(1, back[..., None].expand(-1, -1, features.shape[-1]))
+        return torch.cat([features[:n], reverse], dim=-1) * valid[..., None]
+
+    def _separator_features(self, model_inputs: dict[str, Any], counts: torch.Tensor) -> torch.Tensor:
+        """(rows, S, D) hidden states at each row's separators, in order (garbage past ``counts``)."""
         hidden = self.backbone.model(**model_inputs, use_cache=False).last_hidden_state  # (N, L, D)
         ids, mask = model_inputs["input_ids"], model_inputs["attention_mask"].bool()
         hits = (ids == self.separator_id) & mask
@@ -99,8 +128,5 @@ class StepBackbone(nn.Module, Configurable):
         positions = torch.arange(length, device=ids.device).expand_as(ids)
         # separators first, in order; the rest after them
         order = torch.where(hits, positions, positions + length).argsort(dim=1)
-        width = int(inputs["step_counts"].max())
-        index = order[:, :width]  # (N, S)
-        features = hidden.gather(1, index[..., None].expand(-1, -1, hidden.shape[-1]))
-        valid = torch.arange(width, device=ids.device)[None] < inputs["step_counts"].to(ids.device)[:, None]
-        return features.float() * valid[..., None]
+        index = order[:, : int(counts.max())]  # (rows, S)
+        return hidden.gather(1, index[..., None].expand(-1, -1, hidden.shape[-1])).float()
