@@ -402,7 +402,7 @@ def _main(argv: list[str]) -> int:
     if command in plugins and command not in handlers:
         return plugins[command].load()(rest)
     if command not in handlers:
-        close = difflib.get_close_matches(command, [*LIGHTNING_COMMANDS, *handlers], n=1)
+        close = difflib.get_close_matches(command, [*LIGHTNING_COMMANDS, *handlers, *plugins], n=1)
         hint = f" Did you mean {close[0]!r}?" if close else ""
         print(
             f"mmreward: error: unknown command {command!r}.{hint} Commands: {', '.join(COMMANDS)}; "

@@ -1,0 +1,122 @@
+"""The reward server's throughput with dynamic batching vs one request at a time, same model, same run.
+
+An open_clip ViT-B/32 reward model (random weights, saved and served with ``mmreward.load`` as a
+user's model is) behind ``integrations.serving.reward_server``; 16 client threads send one
+224 px image each per request (4 prompts in turn, images inline as base64 PNG), the way generation
+workers call a served reward. Two servers in turn: ``max_batch_size=16`` (LitServe's dynamic
+batching; the prompts and images of a batch go to the model in one forward) and ``max_batch_size=1``
+(one request per forward). Scores from both are checked equal (1e-4) before the ratio is printed.
+
+Run: .venv/bin/python benchmarks/bench_server.py [--requests 64] [--threads 16] [--model tiny]
+"""
+
+from __future__ import annotations
+
+import argparse
+import socket
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import numpy as np
+from PIL import Image
+
+from integrations.serving.client import data_url
+from integrations.serving.reward_server import RewardAPI, RewardSource, create_server
+
+TINY = {
+    "embed_dim": 32,
+    "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "head_width": 16, "patch_size": 8},
+    "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
+}
+PROMPTS = ["a red cube on a table", "two dogs in the snow", "a city at night", "a bowl of fruit"]
+
+
+def save_model(directory: Path, name: str) -> Path:
+    from mmreward.heads import LinearHead
+    from mmreward.models import RewardModel
+    from mmreward.scoring import Scorer
+    from modalities.backbones.clip import ClipBackbone
+
+    backbone = ClipBackbone("tiny", model_config=TINY) if name == "tiny" else ClipBackbone(name)
+    return Scorer(RewardModel(backbone, LinearHead()), device="cpu").save_pretrained(directory / "model")
+
+
+def start(model: Path, max_batch_size: int) -> tuple[object, threading.Thread, str]:
+    api = RewardAPI(
+        RewardSource(model=str(model), device="cpu"), max_batch_size=max_batch_size, batch_timeout=0.01
+    )
+    server = create_server(api, timeout=600, accelerator="cpu")
+    server._monitor_workers = False
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    kwargs = {"host": "127.0.0.1", "port": port, "api_server_worker_type": "thread",
+              "generate_client_file": False, "log_level": "warning", "num_api_servers": 1}  # fmt: skip
+    thread = threading.Thread(target=server.run, kwargs=kwargs, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{port}"
+    while True:
+        try:
+            if httpx.get(f"{url}/health").status_code == 200:
+                return server, thread, url
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+
+
+def drive(url: str, bodies: list[dict], threads: int) -> tuple[float, list[float]]:
+    """Seconds to answer every body from ``threads`` concurrent clients, and the scores in order."""
+    client = httpx.Client(timeout=600, limits=httpx.Limits(max_connections=threads))
+
+    def one(body: dict) -> float:
+        response = client.post(f"{url}/score", json=body)
+        response.raise_for_status()
+        return response.json()["scores"][0]
+
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(one, bodies[:threads]))  # warm-up: connections, first forwards
+        began = time.perf_counter()
+        scores = list(pool.map(one, bodies))
+    return time.perf_counter() - began, scores
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=64)
+    parser.add_argument("--threads", type=int, default=16)
+    parser.add_argument("--model", default="ViT-B-32", help="an open_clip model name, or 'tiny'")
+    args = parser.parse_args()
+    rng = np.random.default_rng(0)
+    images = [
+        data_url(Image.fromarray(rng.integers(0, 255, (224, 224, 3), dtype=np.uint8))) for _ in range(16)
+    ]
+    bodies = [
+        {"samples": [{"prompt": PROMPTS[i % len(PROMPTS)], "image": images[i % len(images)]}]}
+        for i in range(args.requests)
+    ]
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        model = save_model(Path(tmp), args.model)
+        for size in (16, 1):
+            server, thread, url = start(model, size)
+            results[size] = drive(url, bodies, args.threads)
+            print(
+                f"max_batch_size={size}: {results[size][0]:.2f} s", flush=True
+            )  # kept if a later phase dies
+            server._shutdown_event.set()
+            thread.join(timeout=30)
+    (batched, s16), (single, s1) = results[16], results[1]
+    assert np.allclose(s16, s1, atol=1e-4), "batched and single-request scores differ"
+    n = args.requests
+    print(f"model {args.model}, {n} requests of one 224 px image from {args.threads} threads")
+    print(f"one request per forward (max_batch_size=1): {single:.2f} s, {n / single:.1f} requests/s")
+    print(f"dynamic batching (max_batch_size=16):       {batched:.2f} s, {n / batched:.1f} requests/s")
+    print(f"ratio: {single / batched:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
