@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import math
 import socket
@@ -37,6 +38,8 @@ class CountingReward:
     def score_samples(self, samples):
         with self.log.open("a") as f:
             f.write(f"{len(samples)}\n")
+        if all(s.video is not None for s in samples):  # the video's size: it reached a readable file
+            return [RewardOutput(score=float(Path(s.video).stat().st_size)) for s in samples]
         if all(s.image is None for s in samples):  # "fail" is a sample the reward cannot score
             return [
                 RewardOutput(score=float("nan"), provenance={"failure": "no verdict"})
@@ -185,6 +188,18 @@ def test_bad_requests_get_4xx_with_the_reason_and_the_server_serves_on(served):
     assert (
         post(url, "/score", {"samples": [{"prompt": "a red picture", "image": "0.png"}]}).status_code == 200
     )
+
+
+def test_videos_travel_inline_or_as_paths_under_the_media_root(served):
+    clip = bytes(range(256)) * 40  # the reward reads only the file's size
+    (served["media"] / "clip.mp4").write_bytes(clip)
+    inline = "data:video/mp4;base64," + base64.b64encode(clip).decode()
+    body = {"samples": [{"prompt": "p", "video": inline}, {"prompt": "p", "video": "clip.mp4"}]}
+    assert post(served["url"], "/score", body).json()["scores"] == [len(clip), len(clip)]
+    refused = post(
+        served["url"], "/score", {"samples": [{"prompt": "p", "video": "data:image/png;base64,AAAA"}]}
+    )
+    assert refused.status_code == 422 and "video data URL" in refused.text
 
 
 def test_openrlhf_remote_reward_body(served):
