@@ -10,10 +10,12 @@ sentence; then the score line:
 Restating before judging is what lets a two-layer judge trained in minutes compare the prompt with
 the image: each mark is a local comparison of one word, and the verdict reads the marks.
 
-What the quick-start judge sees of the image is a serialized scene description (a caption of the
-objects drawn, with sizes, colours, shapes, counts and relation, then the image quality), not the
-pixels: a judge built from scratch on a CPU in minutes cannot also learn to see. ``CritiqueExample.image`` keeps the
-render's path so a vision-language judge can take the pixels instead.
+``CritiqueExample.description`` is a serialized scene description (a caption of the objects drawn,
+with sizes, colours, shapes, counts and relation, then the image quality). It holds the answer, so
+it is a training target only for a judge of images: the quick-start judge (``judges.pixel_training``)
+gets the render (``CritiqueExample.image``) and learns to write the description itself. A judge that
+reads the description as its input is the scene-text ablation (``judges.scene_text_ablation``), never
+a judge of images.
 """
 
 from __future__ import annotations

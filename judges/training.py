@@ -7,7 +7,8 @@ loss, so only the critique and score tokens are learned. ``JudgeDataModule`` fee
 and ``val/metric``: the Spearman correlation, with the ground-truth ratings, of the expected
 score read at the score token with the reference critique teacher-forced (one forward pass).
 
-``mmreward fit --config configs/quickstart/judge.yaml`` trains the quick-start judge; fit ends by
+``mmreward fit --config configs/composite/ablation_scene_text_judge.yaml`` trains the scene-text judge
+(an ablation; the quick start is the pixel judge of ``judges.pixel_training``); fit ends by
 calling ``export(directory)``, which writes a ``from_pretrained`` folder for ``TransformersBackend``.
 """
 

@@ -1,81 +1,158 @@
-"""``mmreward demo --task judge``: train the quick-start critique judge on a CPU and report on it.
+"""``mmreward demo --task judge``: train the quick-start critique judge on a CPU, from pixels, and report.
 
-The judge is a tiny from-scratch causal LM (``judges.tiny.TinyJudgeLM``) fine-tuned on the
-synthetic critique set (``judges.critique_data``): it reads a text-to-image prompt and a scene
-description of the candidate image, writes a critique naming what is wrong, then a score. The
-settings are those of ``configs/quickstart/judge.yaml``. The demo writes ``metrics.json``
-(Spearman with the ground truth, critique hit rate and parse-failure rate on held-out prompts,
-for the trained judge and for its untrained start) and ``report.html`` (images, critiques, scores).
+The judge is a tiny composite vision-language model (``judges.pixel_training.TinyPixelJudge``: a
+CLIP ViT from random init, an MLP projector, a two-layer LM) trained in two stages on the
+synthetic critique set (``judges.critique_data``): stage 1 describes renders (captioning aligns the
+encoder and projector with the LM), stage 2 is the critique SFT, whose answer describes the image
+in the judge's own words, restates it in the prompt's terms, names what is wrong and scores it.
+At judging time the judge gets the prompt and the rendered image, nothing else: no scene text.
+
+The demo writes ``metrics.json`` (held-out Spearman with the world's ratings, critique hit rate and
+parse-failure rate, for the trained judge, for its untrained start, and for the trained judge on
+images shuffled across prompts, the control that shows it looks) and ``report.html``. The settings
+are those of ``configs/quickstart/judge.yaml`` (stage 2) and ``configs/composite/judge_caption.yaml``
+(stage 1).
 """
 
 from __future__ import annotations
 
 import html
+import random
 import time
 from pathlib import Path
 from typing import Any
 
-from judges.backends import TransformersBackend
+from judges.composite_backend import CompositeBackend
 from judges.critique import CritiqueJudge
 from judges.critique_data import CritiqueExample, CritiqueWorld, read_examples
 from judges.evaluation import CritiqueEvaluation, evaluate_critique_judge
-from judges.tiny import TinyJudgeLM
+from judges.pixel_training import pixel_sample
 from mmreward.data.synthetic.t2i import T2IWorld
 from mmreward.report import figure, metrics_table, write_html, write_metrics
+
+VISION_CONFIG = {
+    "embed_dim": 64,
+    "vision_cfg": {"image_size": 64, "layers": 2, "width": 64, "head_width": 32, "patch_size": 8},
+    "text_cfg": {"context_length": 8, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
+}
+"""The judge's image encoder: an open_clip ViT (64 px, 8 px patches, two layers); the text part
+of the config is required by open_clip but not built into the judge."""
 
 QUICKSTART = {
     "train_prompts": 2000,
     "val_prompts": 20,
     "test_prompts": 30,
     "hidden_size": 64,
-    "steps": 2000,
+    "pooled_grid": 4,  # 8 x 8 patch tokens pooled to 4 x 4: 16 image tokens
+    "caption_steps": 800,
+    "critique_steps": 2000,
     "batch_size": 32,
     "lr": 3e-3,
-    "max_new_tokens": 96,  # the seen line, the critique and the score line
+    "max_new_tokens": 128,  # the description, the seen line, the critique and the score line
 }
-"""The quick-start settings (``configs/quickstart/judge.yaml`` says the same)."""
+"""The quick-start settings (the two configs say the same)."""
 
 
-def train_quickstart(run_dir: str | Path, steps: int = QUICKSTART["steps"], seed: int = 0) -> Path:
-    """Train the quick-start judge; ``run_dir`` gets ``model/`` (trained), ``base/`` (untrained) and ``data/``.
+def train_quickstart(
+    run_dir: str | Path,
+    caption_steps: int = QUICKSTART["caption_steps"],
+    critique_steps: int = QUICKSTART["critique_steps"],
+    seed: int = 0,
+) -> Path:
+    """Train the pixel judge; ``run_dir`` gets ``model/`` (trained), ``base/`` (untrained) and ``data/``.
 
     Args:
         run_dir: The run folder.
-        steps: Optimizer steps.
+        caption_steps: Stage-1 optimizer steps (describe the image).
+        critique_steps: Stage-2 optimizer steps (critique SFT).
         seed: Seeds the world (its prompts, scenes and held-out split) and the training.
     """
     import lightning as L
     import torch
 
-    from judges.training import JudgeDataModule, JudgeSFTModule
+    from judges.pixel_training import PixelJudgeDataModule, PixelJudgeSFTModule, TinyPixelJudge
+    from mmreward.heads import LinearHead
+    from mmreward.models import RewardModel
+    from mmreward.scoring import save_pretrained
 
     run_dir = Path(run_dir)
     L.seed_everything(seed, verbose=False)
     world = T2IWorld(
         QUICKSTART["train_prompts"], QUICKSTART["val_prompts"], QUICKSTART["test_prompts"], seed=seed
     )
-    data = JudgeDataModule(
-        synthetic=CritiqueWorld(world, images=["test"]), batch_size=QUICKSTART["batch_size"]
+    critique_set = CritiqueWorld(world, images=["train", "val", "test"])
+    data = {
+        task: PixelJudgeDataModule(
+            critique_set, task, str(run_dir / "data"), batch_size=QUICKSTART["batch_size"]
+        )
+        for task in ("caption", "critique")
+    }
+    data["critique"].setup()
+    builder = TinyPixelJudge(
+        VISION_CONFIG, QUICKSTART["hidden_size"], pooled_grid=QUICKSTART["pooled_grid"], seed=seed
     )
-    module = JudgeSFTModule(
-        TinyJudgeLM(hidden_size=QUICKSTART["hidden_size"], seed=seed),
-        optimizer=lambda params: torch.optim.AdamW(params, lr=QUICKSTART["lr"], weight_decay=0.01),
-        scheduler=lambda optimizer: torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps),
-    )
-    trainer = L.Trainer(
-        max_steps=steps,
-        default_root_dir=str(run_dir),
-        val_check_interval=500,
-        check_val_every_n_epoch=None,
-        enable_checkpointing=False,
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-    )
-    trainer.fit(module, data)
-    module.export(run_dir / "model")
+    model = builder.build(run_dir / "base-lm", data["critique"].corpus())
+    save_pretrained(RewardModel(model, LinearHead(), name="pixel-judge-untrained"), run_dir / "base")
+    for task, steps in (("caption", caption_steps), ("critique", critique_steps)):
+        if steps <= 0:
+            continue
+        module = PixelJudgeSFTModule(
+            model,
+            optimizer=lambda params: torch.optim.AdamW(params, lr=QUICKSTART["lr"], weight_decay=0.01),
+            scheduler=lambda optimizer, n=steps: torch.optim.lr_scheduler.OneCycleLR(
+                optimizer, max_lr=QUICKSTART["lr"], total_steps=n, pct_start=0.05
+            ),
+        )
+        L.Trainer(
+            max_steps=steps,
+            default_root_dir=str(run_dir),
+            limit_val_batches=0,
+            enable_checkpointing=False,
+            logger=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            num_sanity_val_steps=0,
+            accelerator="cpu",
+        ).fit(module, data[task])
+    PixelJudgeSFTModule(model).export(run_dir / "model")
     return run_dir
+
+
+def shuffled_images(examples: list[CritiqueExample], seed: int = 0) -> list[str]:
+    """Each example's image path replaced by that of an example of another prompt (the control)."""
+    order = list(range(len(examples)))
+    random.Random(seed).shuffle(order)
+    prompt = [e.prompt for e in examples]
+    for i in range(len(order)):  # swap until no example keeps an image of its own prompt
+        tries = 0
+        while prompt[order[i]] == prompt[i] and tries < len(order):
+            j = (i + 1 + tries) % len(order)
+            order[i], order[j] = order[j], order[i]
+            tries += 1
+    return [examples[k].image for k in order]
+
+
+def evaluate(
+    judge: CritiqueJudge, examples: list[CritiqueExample], root: Path, images: list[str] | None = None
+) -> CritiqueEvaluation:
+    """Judge each example from its prompt and image (``images`` replaces the images) and score the result."""
+    samples = [pixel_sample(e, root, None if images is None else images[i]) for i, e in enumerate(examples)]
+    return evaluate_critique_judge(judge, examples, judge.judge(samples))
+
+
+def described_colours_rate(evaluation: CritiqueEvaluation, examples: list[CritiqueExample]) -> float:
+    """Share of outputs whose own description of the image (``Image: ... Quality:``) names exactly the
+    colours that the world's caption of the example's render names: how well the judge's eye reads colour."""
+    from mmreward.data.synthetic.scenes import PALETTE
+
+    def colours(text: str) -> set[str]:
+        return {w.strip(".,") for w in text.split()} & set(PALETTE)
+
+    hits = [
+        colours(j.text.split("Quality:")[0]) == colours(e.description)
+        for j, e in zip(evaluation.judgements, examples)
+    ]
+    return sum(hits) / len(hits)
 
 
 def _rows(examples: list[CritiqueExample], result: CritiqueEvaluation, root: Path, limit: int = 15) -> str:
@@ -89,9 +166,9 @@ def _rows(examples: list[CritiqueExample], result: CritiqueEvaluation, root: Pat
         )
         cells.append(
             f"<tr><td>{image}</td><td>{html.escape(example.corruption)}</td><td>{html.escape(example.critique)}</td>"
-            f"<td>{html.escape(judgement.critique)}</td><td>{score}</td><td>{example.label}</td></tr>"
+            f"<td>{html.escape(judgement.text)}</td><td>{score}</td><td>{example.label}</td></tr>"
         )
-    head = "<tr><th>image</th><th>corruption</th><th>reference</th><th>judge's critique</th><th>expected score</th><th>true label</th></tr>"
+    head = "<tr><th>image</th><th>corruption</th><th>reference</th><th>judge's output</th><th>expected score</th><th>true label</th></tr>"
     return "<table>" + head + "".join(cells) + "</table>"
 
 
@@ -104,32 +181,41 @@ def run(output: Path) -> dict[str, Any]:
 
 
 def write_report(run_dir: Path, output: Path, train_seconds: float | None = None) -> dict[str, Any]:
-    """Evaluate the trained and untrained judges of ``run_dir`` on its test split; write the demo files."""
-    test = read_examples(run_dir / "data" / "test.jsonl")
-    results = {
-        name: evaluate_critique_judge(
-            CritiqueJudge(
-                TransformersBackend(str(run_dir / name), batch_size=32),
-                max_new_tokens=QUICKSTART["max_new_tokens"],
-            ),
-            test,
+    """Evaluate the trained and untrained judges of ``run_dir`` on its test split, from pixels, with
+    the shuffled-image control; write the demo files."""
+    root = Path(run_dir) / "data"
+    test = read_examples(root / "test.jsonl")
+    judges = {
+        name: CritiqueJudge(
+            CompositeBackend(str(Path(run_dir) / name), device="cpu", batch_size=50),
+            max_new_tokens=QUICKSTART["max_new_tokens"],
         )
         for name in ("model", "base")
     }
+    results = {name: evaluate(judge, test, root) for name, judge in judges.items()}
+    shuffled = evaluate(judges["model"], test, root, shuffled_images(test))
     metrics = {
-        "trained": results["model"].metrics(),
+        "trained": {
+            **results["model"].metrics(),
+            "described_colours_rate": described_colours_rate(results["model"], test),
+        },
         "untrained": results["base"].metrics(),
+        "control_shuffled_images": {
+            **shuffled.metrics(),
+            "described_colours_rate": described_colours_rate(shuffled, test),
+        },
         "train_seconds": None if train_seconds is None else round(train_seconds, 1),
-        "judge_input": "prompt + scene caption (not pixels)",
+        "judge_input": "prompt + rendered image (pixels); no scene text",
     }
     write_metrics(Path(output) / "metrics.json", metrics)
     write_html(
         Path(output) / "report.html",
-        "mmreward demo: critique-then-score judge",
+        "mmreward demo: critique-then-score judge from pixels",
         [
             ("Held-out metrics", metrics_table(metrics)),
-            ("Trained judge on held-out prompts", _rows(test, results["model"], run_dir / "data")),
-            ("Untrained judge (same start)", _rows(test, results["base"], run_dir / "data", limit=5)),
+            ("Trained judge on held-out prompts", _rows(test, results["model"], root)),
+            ("Control: the same judge, images shuffled across prompts", _rows(test, shuffled, root, limit=5)),
+            ("Untrained judge (same start)", _rows(test, results["base"], root, limit=5)),
         ],
     )
     return metrics
