@@ -8,9 +8,12 @@ report each control next to the figure it checks, on the same held-out data, in 
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Hashable, Sequence
 
 import numpy as np
+
+from mmreward.types import Preference
 
 
 def derangement(keys: Sequence[Hashable], seed: int = 0, tries: int = 100) -> np.ndarray:
@@ -30,3 +33,20 @@ def derangement(keys: Sequence[Hashable], seed: int = 0, tries: int = 100) -> np
             j = int(rng.integers(len(keys)))
             order[i], order[j] = order[j], order[i]
     return order
+
+
+def prompt_shuffled(pairs: Sequence[Preference], seed: int = 0) -> list[Preference]:
+    """The pairs, each with both sides under another pair's prompt (never its own text).
+
+    A model that ranks by the prompt falls to chance on them; one that ranks by cues in the media
+    alone keeps its accuracy. Everything but the prompt is kept.
+    """
+    texts = [p.chosen.prompt for p in pairs]
+    return [
+        dataclasses.replace(
+            p,
+            chosen=dataclasses.replace(p.chosen, prompt=texts[j]),
+            rejected=dataclasses.replace(p.rejected, prompt=texts[j]),
+        )
+        for p, j in zip(pairs, derangement(texts, seed))
+    ]

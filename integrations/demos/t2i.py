@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from integrations.demos.quickstart import run_quickstart
+from mmreward.controls import prompt_shuffled
 from mmreward.data.records import read_records
 from mmreward.evaluation import evaluate
 from mmreward.metrics import pairwise_accuracy
@@ -86,25 +87,7 @@ def text_blind_accuracy(scorer, pairs: list[Preference], seed: int = 0) -> float
     Both images of a pair get the same other prompt (never one with the same text), so a model
     that ranks by the text scores near 0.5 and one that ranks by image cues alone keeps its accuracy.
     """
-    rng = np.random.default_rng(seed)
-    texts = [p.chosen.prompt for p in pairs]
-    order = rng.permutation(len(pairs))
-    for _ in range(100):  # re-draw the few that landed on their own text
-        clash = [i for i in range(len(pairs)) if texts[order[i]] == texts[i]]
-        if not clash:
-            break
-        for i in clash:
-            j = int(rng.integers(len(pairs)))
-            order[i], order[j] = order[j], order[i]
-    shuffled = [
-        Preference(
-            chosen=Sample(prompt=texts[j], image=p.chosen.image),
-            rejected=Sample(prompt=texts[j], image=p.rejected.image),
-            subset=p.subset,
-        )
-        for p, j in zip(pairs, order)
-    ]
-    return _accuracy(scorer, shuffled)
+    return _accuracy(scorer, prompt_shuffled(pairs, seed))
 
 
 def colour_statistics(image_path: str | Path, levels: int = 4) -> np.ndarray:

@@ -16,7 +16,6 @@ Spearman/Kendall/Pearson against the ratings, and three controls on the same hel
 
 from __future__ import annotations
 
-import dataclasses
 import html
 from pathlib import Path
 from typing import Any
@@ -26,7 +25,7 @@ import torch
 from PIL import Image
 
 from integrations.demos.quickstart import run_quickstart
-from mmreward.controls import derangement
+from mmreward.controls import prompt_shuffled
 from mmreward.data.records import read_records
 from mmreward.metrics import correlations, pairwise_accuracy
 from mmreward.report import controls_table, figure, metrics_table, write_html
@@ -100,19 +99,6 @@ class SingleFrame(FrameShuffle):
         frames = self.load(sample.video, self.backbone.sampler, self.backbone.image_size, sample)
         middle = frames[len(frames) // 2 : len(frames) // 2 + 1]
         return Sample(prompt=sample.prompt, video=middle.expand_as(frames).clone(), meta=sample.meta)
-
-
-def prompt_shuffled(pairs: list[Preference], seed: int = 0) -> list[Preference]:
-    """The pairs, each with both clips under another pair's prompt (never its own text)."""
-    texts = [p.chosen.prompt for p in pairs]
-    return [
-        dataclasses.replace(
-            p,
-            chosen=dataclasses.replace(p.chosen, prompt=texts[j]),
-            rejected=dataclasses.replace(p.rejected, prompt=texts[j]),
-        )
-        for p, j in zip(pairs, derangement(texts, seed))
-    ]
 
 
 def run(output: Path, config: Path = CONFIG, extra_args: tuple[str, ...] = ()) -> dict[str, Any]:
