@@ -42,9 +42,9 @@ def _scene_and_candidates(k: int = 16, seed: int = 0) -> tuple[np.ndarray, list[
 
 
 UNMET = (
-    "issue 6's bar, not met over seeds (issue 18): on 20 held-out episodes the tiny cloth model's pair "
-    "accuracy and oracle-gap share vary from seed to seed below and around their bars; see "
-    "docs/learning-figures.md"
+    "issue 6's bar, not met at 3 sd (issue 18): with 60 training episodes the tiny cloth model's "
+    "held-out pair accuracy is about 0.81 over five seeds, but spreads below 0.8 on some (0.784 on "
+    "seed 0); see docs/learning-figures.md"
 )
 
 
@@ -70,7 +70,8 @@ def test_reward_model_selection_beats_random_and_closes_the_oracle_gap(tmp_path:
     results, selector = episode_results()
     summary = compare(results)
     rm, rnd, orc = (summary[k]["final_coverage"] for k in ("reward_model", "random", "oracle"))
-    # paired over the same 32 crumpled starts; 0.098 +- 0.018 over seeds (docs/learning-figures.md)
+    # controls: random selection here, the untrained model in the pair-accuracy test above; paired over
+    # the same 64 crumpled starts, both bars hold at mean - 3 sd over five seeds (docs/learning-figures.md)
     assert summary["margin_over_random"] > 0.04, summary
     assert rm > rnd and orc >= rm - 0.02
     assert summary["oracle_gap_closed"] > 0.2, summary
@@ -216,12 +217,18 @@ def _policy(seed: int = 0):
     return DiffusionPolicy(encoder, num_points=128, hidden=128)
 
 
+def _policy_pairs(seed: int = 0) -> list:
+    """The training pairs of the world's first 20 episodes: the diffusion policy and DPO train on
+    these (their figures were measured on them; the reward model trains on all 60 episodes)."""
+    return [p for p in read_records(cloth_world(seed)["train"]) if int(p.id.split("-")[1]) < 20]
+
+
 @functools.lru_cache(maxsize=1)
 def _trained_policy():
     """The policy fitted on the best action of every training step (the winner of its pairs)."""
     wins: dict[str, dict[str, int]] = {}
     actions: dict[tuple[str, str], dict] = {}
-    for pair in read_records(cloth_world()["train"]):
+    for pair in _policy_pairs():
         key = json.dumps(pair.chosen.action, sort_keys=True)
         wins.setdefault(pair.chosen.point_cloud, {}).setdefault(key, 0)
         wins[pair.chosen.point_cloud][key] += 1
@@ -263,7 +270,7 @@ def _behaviour_policy(seed: int):
     """DPO's reference: the policy fitted on both actions of every training pair, the candidates
     the preferences compare (a policy fitted on the best actions only leaves them far outside its
     distribution, and the implicit reward near chance: 0.53 on seed 0)."""
-    pairs = read_records(cloth_world(seed)["train"])
+    pairs = _policy_pairs(seed)
     policy = _policy(seed)
     with one_thread():
         policy.fit(
@@ -301,7 +308,7 @@ def _implicit_reward_run(seed: int) -> tuple[list[np.ndarray], list[float], floa
 
     reference = _behaviour_policy(seed)
     policy = copy.deepcopy(reference)
-    pairs = read_records(cloth_world(seed)["train"])
+    pairs = _policy_pairs(seed)
     held_out = read_records(cloth_world(seed)["test"])
     selector = ImplicitRewardSelector(policy, reference)
     with one_thread():
