@@ -88,9 +88,12 @@ def edit(seed: int, out: Path) -> dict:
 def judge(seed: int, out: Path) -> dict:
     from integrations.demos.judge import train_quickstart, write_report
 
-    m = write_report(train_quickstart(out / "run", seed=seed), out)
-    t, u = m["trained"], m["untrained"]
+    m = write_report(train_quickstart(out / "run", seed=seed), out)  # the pixel judge (issue 12)
+    t, u, c = m["trained"], m["untrained"], m["control_shuffled_images"]
     return {
+        "judge.control.shuffled_images.spearman": c["spearman"],
+        "judge.described_colours_rate": t["described_colours_rate"],
+        "judge.control.shuffled_images.described_colours_rate": c["described_colours_rate"],
         "judge.spearman": t["spearman"],
         "judge.hit_rate": t["critique_hit_rate"],
         "judge.problem_named_rate": t["problem_named_rate"],
@@ -216,7 +219,8 @@ BARS: dict[str, tuple[str, float]] = {
     "judge.hit_rate": (">=", 0.6),
     "judge.problem_named_rate": (">=", 0.6),
     "judge.hit_rate.none": (">=", 0.6),
-    "judge.parse_failure_rate": ("<=", 0.1),
+    "judge.parse_failure_rate": ("<=", 0.01),
+    "judge.control.shuffled_images.spearman": ("<=", 0.2),
     "judge.untrained_hit_rate": ("<=", 0.1),
     "cloth.heldout_pair_accuracy": (">=", 0.8),
     "cloth.untrained_pair_accuracy": ("<=", 0.7),
