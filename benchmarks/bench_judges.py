@@ -8,8 +8,14 @@
 Usage:
     python benchmarks/bench_judges.py [--run DIR] [--n 64] [--threads 2]
 
-``--run`` is a quick-start run folder (``model/`` and ``data/test.jsonl``, as ``mmreward demo
---task judge`` writes under ``demo/run``); without it the quick-start judge is trained first.
+The judge measured is the scene-text ablation (``judges.scene_text_ablation``: a tiny LM judge that
+reads a caption of the scene, not the image), a plain ``TransformersBackend`` folder. The speed
+figures are those of batched generation, whatever the judge reads; its Spearman figures measure text
+comparison against a caption that holds the answer, not judging images (the pixel judge of
+``mmreward demo --task judge`` is docs/judges.md's).
+
+``--run`` is a folder from ``train_scene_text_judge`` (``model/`` and ``data/test.jsonl``); without
+it that judge is trained first.
 """
 
 from __future__ import annotations
@@ -20,13 +26,14 @@ from pathlib import Path
 
 import torch
 
-from integrations.demos.judge import QUICKSTART
 from judges.backends import TransformersBackend
 from judges.critique import CritiqueJudge
 from judges.critique_data import read_examples
 from judges.evaluation import evaluate_critique_judge
 from judges.scaling import ScaledJudge
 from mmreward.metrics import correlations
+
+MAX_NEW_TOKENS = 96  # the scene-text judge's seen line, critique and score line (as the former quick start)
 
 
 def timed(fn):
@@ -37,7 +44,7 @@ def timed(fn):
 
 def throughput(model: Path, samples: list, batch_size: int) -> float:
     judge = CritiqueJudge(
-        TransformersBackend(str(model), batch_size=batch_size), max_new_tokens=QUICKSTART["max_new_tokens"]
+        TransformersBackend(str(model), batch_size=batch_size), max_new_tokens=MAX_NEW_TOKENS
     )
     judge.judge(samples[:2])  # warm-up
     _, seconds = timed(lambda: judge.judge(samples))
@@ -53,9 +60,9 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     run = args.run
     if run is None:
-        from integrations.demos.judge import train_quickstart
+        from judges.scene_text_ablation import train_scene_text_judge
 
-        run = train_quickstart(Path("benchmarks/out/judge-run"))
+        run = train_scene_text_judge(Path("benchmarks/out/judge-run"))
     examples = read_examples(run / "data" / "test.jsonl")[: args.n]
     samples = [e.sample() for e in examples]
 
@@ -66,7 +73,7 @@ def main() -> None:
     )
 
     judge = CritiqueJudge(
-        TransformersBackend(str(run / "model"), batch_size=32), max_new_tokens=QUICKSTART["max_new_tokens"]
+        TransformersBackend(str(run / "model"), batch_size=32), max_new_tokens=MAX_NEW_TOKENS
     )
     greedy, greedy_s = timed(lambda: evaluate_critique_judge(judge, examples))
     truth = [e.score for e in examples]
