@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from mmreward.data.benchmarks import BENCHMARK_FORMATS
+from mmreward.data.formats_fields import checked
 from mmreward.data.formats_process import PROCESS_FORMATS
 from mmreward.data.formats_video import VIDEO_FORMATS
 
@@ -89,8 +91,7 @@ def rewardbench(raw: dict[str, Any]) -> list[dict[str, Any]]:
     return [{k: raw.get(k) for k in ("id", "prompt", "chosen", "rejected", "subset")}]
 
 
-FORMATS: dict[str, Converter] = {
-    "canonical": canonical,
+_CONVERTERS: dict[str, Converter] = {
     "hh-rlhf": hh_rlhf,
     "mm-rlhf": mm_rlhf,
     "imagereward": imagereward,
@@ -98,4 +99,11 @@ FORMATS: dict[str, Converter] = {
     "rewardbench": rewardbench,
     **PROCESS_FORMATS,  # PRM800K, Math-Shepherd, ProcessBench, VisualProcessBench (formats_process)
     **VIDEO_FORMATS,  # GenAI-Bench, T2VScore, VideoAlign, VideoFeedback, EditReward (mmreward.data.formats_video)
+    **BENCHMARK_FORMATS,  # VL-RewardBench, Multimodal RewardBench, VideoGen-RewardBench, RewardBench 2, SeeTRUE
+}
+
+FORMATS: dict[str, Converter] = {
+    "canonical": canonical,
+    # each converter first checks the fields it needs, so a wrong --format names the one that fits
+    **{name: checked(name, convert) for name, convert in _CONVERTERS.items()},
 }

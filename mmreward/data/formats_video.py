@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from mmreward.data.files import iter_raw, write_jsonl
+from mmreward.data.formats_fields import check_fields
 
 Converter = Callable[[dict[str, Any]], list[dict[str, Any]]]
 
@@ -217,6 +218,7 @@ def convert_file(path: str | Path, format: str, output: str | Path | None = None
     convert, records = VIDEO_FORMATS[format], []
     for line, raw in iter_raw(path):
         try:
+            check_fields(format, raw)
             records.extend(convert(raw))
         except (KeyError, ValueError, TypeError) as err:
             raise ValueError(
