@@ -2,8 +2,11 @@
 
 Frame picking is a ``FrameSampler`` (uniform over the clip, at a target fps, or a fixed number from a
 time window); ``read_frames`` turns a path into a ``(T, 3, H, W)`` float tensor in [0, 1] with one
-``get_batch`` call. Bad files fail with an error that names them: a missing path
-(``FileNotFoundError``), a file decord cannot decode or a clip with no frames (``ValueError``).
+``get_batch`` call. Bad files fail with an error that names them and says what is wrong in our
+words before the decoder's detail: a missing path (``FileNotFoundError``); an empty file, a file
+that is not a video, a damaged or truncated one, a codec this FFmpeg cannot decode, or a clip with
+no frames (``ValueError``). ``video_info`` decodes the first, middle and last frames before it calls
+a file good, and a clip whose decoded frames are all one image gets a warning naming it.
 
 Rotation: phone videos store a display rotation as side data (the ``.mov`` edge cases of decord's test
 set: 0, 90, 180, 270). decord 0.6 applies it while decoding, so a clip coded 568x320 with a 90 degree
@@ -19,6 +22,8 @@ Example:
 from __future__ import annotations
 
 import math
+import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -34,6 +39,7 @@ from modalities.image import resize_center_crop
 SamplingMode = Literal["uniform", "fps", "window"]
 Backend = Literal["auto", "decord", "pyav"]
 
+VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v", ".gif", ".mpg", ".mpeg", ".flv", ".ts")
 REENCODE_HINT = "Re-encode it, e.g. `ffmpeg -i IN -c:v libx264 -pix_fmt yuv420p OUT.mp4`."
 
 
@@ -144,12 +150,12 @@ def _use_pyav(path: Path, backend: Backend) -> bool:
 
 def _open_decord(path: Path, where: str) -> Any:
     decord = require("decord", "video")
+    if path.stat().st_size == 0:
+        raise ValueError(f"{where}: video file {str(path)!r} is empty (0 bytes). Replace the file.")
     try:
         reader = decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=1)
     except _decord_error() as err:
-        raise ValueError(
-            f"{where}: cannot open video {str(path)!r} ({_first_line(err)}). {REENCODE_HINT}"
-        ) from err
+        raise _unreadable(path, where, err) from err
     if len(reader) == 0:
         raise ValueError(
             f"{where}: video {str(path)!r} has no frames. Remove the record or replace the file."
@@ -158,19 +164,85 @@ def _open_decord(path: Path, where: str) -> Any:
 
 
 def _first_line(err: BaseException) -> str:
+    """The decoder's own words, without decord's timestamp and source-file prefixes."""
     text = str(err).strip().splitlines()
-    return text[-1][:160] if text else type(err).__name__
+    line = re.sub(r"\[\d\d:\d\d:\d\d\] \S+?:\d+: ", "", text[-1]) if text else type(err).__name__
+    return line[:200]
+
+
+def _diagnose(path: Path) -> tuple[str, bool]:
+    """What is wrong with a file the decoder refused, in our words (PyAV looks at the container);
+    and whether re-encoding could help (not for a file that is no video at all)."""
+    try:
+        av = require("av", "video")
+    except ImportError:
+        return "cannot be decoded", True
+    decoded = -1  # -1 until the container opens
+    try:
+        with av.open(str(path)) as container:
+            decoded = 0
+            if not container.streams.video:
+                return "holds no video stream (an audio-only or data file?)", False
+            stream = container.streams.video[0]
+            if stream.codec_context is None:
+                return f"uses a codec ({stream.codec.name}) that this FFmpeg build cannot decode", True
+            for _ in container.decode(video=0):
+                decoded += 1
+    except av.error.InvalidDataError:
+        if decoded < 0:
+            kind = f"a {path.suffix} file, " if path.suffix.lower() not in VIDEO_SUFFIXES else ""
+            return f"is not a video ({kind}FFmpeg finds no video container in it)", False
+        return f"is damaged or truncated: it opens, but frame {decoded} does not decode", True
+    except (av.error.FFmpegError, OSError):
+        return "cannot be decoded", True
+    return "cannot be decoded by decord (PyAV reads it: try backend='pyav')", True
+
+
+def _unreadable(path: Path, where: str, err: BaseException) -> ValueError:
+    """A ``ValueError`` naming the file and what is wrong with it, the decoder's detail last."""
+    problem, reencode = _diagnose(path)
+    fix = REENCODE_HINT if reencode else "Pass a video file (.mp4, .mov, .mkv, .webm, .avi, .gif)."
+    return ValueError(f"{where}: video {str(path)!r} {problem}. {fix} Decoder: {_first_line(err)}")
+
+
+def _warn_if_constant(frames: np.ndarray, path: Path, where: str) -> None:
+    """Warn when every decoded frame is the same image: a still or blank clip, or a bad decode."""
+    if len(frames) > 1 and int(np.ptp(frames, axis=0).max()) <= 1:
+        warnings.warn(
+            f"{where}: every decoded frame of {str(path)!r} is the same image (mean value "
+            f"{float(frames.mean()):.0f}/255), so a reward model sees a still picture. "
+            "Check the clip in a player; if it should move, re-encode it "
+            "(`ffmpeg -i IN -c:v libx264 -pix_fmt yuv420p OUT.mp4`).",
+            stacklevel=3,
+        )
 
 
 def video_info(path: str | Path, where: str = "video", backend: Backend = "auto") -> VideoInfo:
-    """Frame count, fps and display size of a video file, without decoding it all."""
+    """Frame count, fps and display size of a video file, checked by decoding frames.
+
+    The first, middle and last frames are decoded before the file is called good, so a damaged
+    or truncated file fails here rather than at training time; a clip whose probed frames are all
+    the same image gets a warning naming it.
+
+    Raises:
+        FileNotFoundError: the path does not exist.
+        ValueError: the file is empty, not a video, truncated or damaged, or in a codec that cannot be
+            decoded (the message says which, then the decoder's detail).
+    """
     path = _check_path(path, where)
     if _use_pyav(path, backend):
         frames = _decode_pyav(path, None, where)
+        _warn_if_constant(np.stack(frames), path, where)
         return VideoInfo(str(path), len(frames), _pyav_fps(path, where), *frames[0].shape[:2])
     reader = _open_decord(path, where)
-    height, width = reader[0].shape[:2]
-    return VideoInfo(str(path), len(reader), float(reader.get_avg_fps()), int(height), int(width))
+    count = len(reader)
+    try:
+        probe = reader.get_batch(sorted({0, count // 2, count - 1})).asnumpy()
+    except _decord_error() as err:
+        raise _unreadable(path, where, err) from err
+    _warn_if_constant(probe, path, where)
+    height, width = probe.shape[1:3]
+    return VideoInfo(str(path), count, float(reader.get_avg_fps()), int(height), int(width))
 
 
 def _pyav_fps(path: Path, where: str) -> float:
@@ -195,9 +267,7 @@ def _decode_pyav(path: Path, indices: list[int] | None, where: str) -> list[np.n
                 if wanted is not None and i >= max(wanted):
                     break
     except (av.error.FFmpegError, OSError) as err:
-        raise ValueError(
-            f"{where}: cannot decode video {str(path)!r} ({_first_line(err)}). {REENCODE_HINT}"
-        ) from err
+        raise _unreadable(path, where, err) from err
     if not frames:
         raise ValueError(
             f"{where}: video {str(path)!r} has no frames. Remove the record or replace the file."
@@ -221,15 +291,17 @@ def decode_frames(
     if _use_pyav(path, backend):
         every = _decode_pyav(path, None, where)
         picked = sampler.indices(len(every), _pyav_fps(path, where))
-        return np.stack([every[i] for i in picked])
+        frames = np.stack([every[i] for i in picked])
+        _warn_if_constant(frames, path, where)
+        return frames
     reader = _open_decord(path, where)
     picked = sampler.indices(len(reader), float(reader.get_avg_fps()))
     try:
-        return reader.get_batch(picked).asnumpy()
+        frames = reader.get_batch(picked).asnumpy()
     except _decord_error() as err:
-        raise ValueError(
-            f"{where}: cannot decode video {str(path)!r} ({_first_line(err)}). {REENCODE_HINT}"
-        ) from err
+        raise _unreadable(path, where, err) from err
+    _warn_if_constant(frames, path, where)
+    return frames
 
 
 def frames_to_tensor(frames: np.ndarray, size: int | None = None) -> torch.Tensor:

@@ -22,6 +22,7 @@ FIXTURES = Path(__file__).parent / "fixtures"
 HH_RLHF = FIXTURES / "formats" / "hh-rlhf_harmless-base_test_first5.jsonl"
 ARENA = FIXTURES / "video" / "genai_bench_video_arena_head60.json"
 IMAGENHUB = FIXTURES / "formats" / "Multi-Subject_IG_rater1.tsv"
+VIDEO = FIXTURES / "video"
 
 
 def _gzip(source: Path, target: Path) -> Path:
@@ -113,3 +114,55 @@ def test_wrong_format_names_line_missing_field_and_the_format_that_fits(tmp_path
 def test_wrong_format_without_a_match_says_so():
     with pytest.raises(RecordError, match="No known format has these fields; map them with a field_map"):
         read_records(IMAGENHUB, "pick-a-pic")
+
+
+# ---- video probing ----------------------------------------------------------------------------
+
+
+def test_video_info_decodes_before_calling_a_damaged_file_good():
+    """decord's corrupted.mp4 opens and reports 50 frames; frame 28 on does not decode."""
+    from modalities.video import video_info
+
+    with pytest.raises(ValueError) as err:
+        video_info(VIDEO / "corrupted.mp4")
+    message = str(err.value)
+    assert "corrupted.mp4' is damaged or truncated: it opens, but frame 28 does not decode" in message
+    assert message.index("Re-encode") < message.index("Decoder: ")  # our words first, decord's detail after
+    assert "/github/workspace" not in message  # decord's source paths are dropped
+
+
+def test_constant_clip_gets_a_warning_naming_it():
+    """decord's unordered.mov decodes to four all-white frames."""
+    from modalities.video import FrameSampler, decode_frames, video_info
+
+    with pytest.warns(UserWarning, match=r"unordered\.mov' is the same image \(mean value 255/255\)"):
+        info = video_info(VIDEO / "unordered.mov")
+    assert info.num_frames == 4
+    with pytest.warns(UserWarning, match="same image"):
+        decode_frames(VIDEO / "unordered.mov", FrameSampler(num_frames=4))
+
+
+def test_moving_clip_gives_no_warning(recwarn):
+    from modalities.video import video_info
+
+    assert video_info(VIDEO / "video1.mp4").num_frames == 24
+    assert not [w for w in recwarn if "same image" in str(w.message)]
+
+
+def test_a_table_given_as_a_video_is_told_it_is_not_one():
+    from modalities.video import FrameSampler, read_frames, video_info
+
+    for call in (lambda p: video_info(p), lambda p: read_frames(p, FrameSampler(num_frames=2))):
+        with pytest.raises(ValueError) as err:
+            call(VIDEO / "videoalign_example.csv")
+        message = str(err.value)
+        assert "videoalign_example.csv' is not a video (a .csv file" in message
+        assert "Re-encode" not in message and "Pass a video file" in message
+
+
+def test_empty_video_file_is_named_empty(tmp_path):
+    from modalities.video import video_info
+
+    (tmp_path / "empty.mp4").write_bytes(b"")
+    with pytest.raises(ValueError, match=r"empty\.mp4' is empty \(0 bytes\)"):
+        video_info(tmp_path / "empty.mp4")
