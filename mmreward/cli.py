@@ -281,31 +281,61 @@ def _eval(argv: list[str]) -> int:
         "aspect) for preferences, Pearson/Spearman/Kendall correlations for ratings, pair accuracy for "
         "rankings. Prints the metrics as JSON.",
     )
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument(
+        "--model", metavar="DIR", help="a folder from save_pretrained / mmreward fit, or a .ckpt"
+    )
+    source.add_argument(
+        "--reward", metavar="CLASS_PATH",
+        help="instead of --model, the import path of any reward class (a judge, mmreward.protocols.Reward)",
+    )  # fmt: skip
     parser.add_argument(
-        "--model",
-        required=True,
-        metavar="DIR",
-        help="a folder from save_pretrained / mmreward fit, or a .ckpt",
+        "--reward-args", default="{}", metavar="JSON", help="the --reward class's init args as a JSON object"
     )
     parser.add_argument(
         "--data", required=True, metavar="FILE",
         help="labelled records (.jsonl, .json, .csv, .parquet): preferences, ratings or rankings",
     )  # fmt: skip
-    parser.add_argument("--output", default=None, metavar="FILE", help="also write the metrics here as JSON")
+    parser.add_argument(
+        "--output", default=None, metavar="DIR",
+        help="write DIR/report.json and DIR/report.html (tables; plots with mmreward[plot]); "
+        "a path ending in .json gets the metrics alone",
+    )  # fmt: skip
+    parser.add_argument(
+        "--no-media-check", action="store_true",
+        help="read the records without checking that their media files exist (benchmarks ship without "
+        "media; for rewards that do not open them)",
+    )  # fmt: skip
     parser.add_argument(
         "--skip-bad", action="store_true", help="skip bad records (logged and counted) instead of stopping"
     )
     _common_options(parser, "samples")
     args = parser.parse_args(argv)
     from mmreward.data.records import read_records
+    from mmreward.eval_report import write_report
     from mmreward.evaluation import evaluate
     from mmreward.report import write_metrics
     from mmreward.scoring import load
 
-    scorer = load(args.model, device=args.device, batch_size=args.batch_size, trust_config=args.trust_config)
-    metrics = evaluate(scorer, read_records(args.data, args.format, skip_bad=args.skip_bad))
-    if args.output:
+    if args.reward:
+        scorer = build_reward(args.reward, args.reward_args)
+    else:
+        scorer = load(
+            args.model, device=args.device, batch_size=args.batch_size, trust_config=args.trust_config
+        )
+    records = read_records(
+        args.data, args.format, skip_bad=args.skip_bad, check_media=not args.no_media_check
+    )
+    points: dict = {}
+    metrics = evaluate(scorer, records, points=points)
+    if args.output and args.output.endswith(".json"):
         write_metrics(args.output, metrics)
+    elif args.output:
+        meta = {
+            "model": args.model or args.reward, "data": args.data, "format": args.format or "canonical",
+            "records": len(records),
+        }  # fmt: skip
+        write_report(args.output, metrics, points, meta)
     print(json.dumps(metrics, indent=2, default=str))
     return 0
 

@@ -9,6 +9,9 @@ import numpy as np
 
 from mmreward.data.records import Record
 from mmreward.metrics import (
+    all_pairs_accuracy,
+    best_tie_accuracy,
+    calibration,
     correlations,
     first_error_f1,
     first_error_index,
@@ -16,7 +19,9 @@ from mmreward.metrics import (
     pairwise_accuracy,
     ranking_pair_accuracy,
     step_auroc,
+    tie_aware_accuracy,
 )
+from mmreward.protocols import score_outputs
 from mmreward.types import Candidate, Preference, Process, Ranking, Rating, Sample
 
 
@@ -38,40 +43,58 @@ def flatten(records: Sequence[Record]) -> tuple[list[Sample], list[slice]]:
     return samples, spans
 
 
-def evaluate(scorer, records: Sequence[Record]) -> dict[str, Any]:
-    """Metrics for ``records`` scored by ``scorer``: pair accuracy (overall, per subset, per
-    aspect), rating correlations (overall and per aspect), ranking pair accuracy, and for process
-    records step AUROC and ProcessBench's first-error F1 (steps below P = 0.5 count as errors)."""
+def evaluate(scorer, records: Sequence[Record], points: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Metrics for ``records`` scored by ``scorer`` (a ``Scorer``, a judge, any ``Reward``).
+
+    Pairs: accuracy without ties (tie labels left out) and with ties (a zero score gap predicts a
+    tie; and at the best tie threshold), overall, per subset and per aspect; Acc+ (every pair of a
+    query right) where a query has several pairs; ECE of sigmoid(score gap) with its reliability
+    table. Ratings: Spearman, Kendall, Pearson (overall, per subset, per aspect), AUROC for 0/1
+    labels. Rankings: pair accuracy. Process records: step AUROC and ProcessBench's first-error F1
+    (steps below P = 0.5 count as errors).
+
+    Args:
+        points: If given, filled with the per-record arrays the report plots (``pair_diff``,
+            ``pair_label``, ``rating_pred``, ``rating_target``).
+    """
     samples, spans = flatten(records)
-    out = scorer.forward(samples)
-    score = out.score.numpy()
-    aspects = None if out.aspects is None else out.aspects.numpy()
+    score, aspects, aspect_names, steps = _outputs(scorer, samples)
+    points = {} if points is None else points
     metrics: dict[str, Any] = {}
     pairs = [(r, s) for r, s in zip(records, spans) if isinstance(r, Preference)]
     if pairs:
         diff = np.array([score[s.start] - score[s.start + 1] for _, s in pairs])
-        label = np.array([r.label for r, _ in pairs])
-        metrics["pairs"] = {
-            "n": len(pairs),
-            "accuracy": pairwise_accuracy(diff, label),
-            "by_subset": grouped_accuracy(diff, label, [r.subset or "all" for r, _ in pairs]),
-        }
+        label = np.array([r.label for r, _ in pairs], dtype=float)
+        points.update(pair_diff=diff, pair_label=label)
+        metrics["pairs"] = _pair_metrics(diff, label, [r for r, _ in pairs])
         if aspects is not None:
-            by_aspect = {}
-            for j, name in enumerate(scorer.aspects):
+            by_aspect, with_ties = {}, {}
+            for j, name in enumerate(aspect_names):
                 labels = np.array([(r.aspects or {}).get(name, np.nan) for r, _ in pairs], dtype=float)
                 a_diff = np.array([aspects[s.start, j] - aspects[s.start + 1, j] for _, s in pairs])
                 by_aspect[name] = pairwise_accuracy(a_diff, labels)
+                with_ties[name] = tie_aware_accuracy(a_diff, labels)
             metrics["pairs"]["by_aspect"] = by_aspect
+            metrics["pairs"]["by_aspect_with_ties"] = with_ties
     ratings = [(r, s) for r, s in zip(records, spans) if isinstance(r, Rating)]
     if ratings:
         rated = {"n": len(ratings)}
         target = np.array([np.nan if r.score is None else r.score for r, _ in ratings], dtype=float)
         pred = np.array([score[s.start] for _, s in ratings])
+        points.update(rating_pred=pred, rating_target=target)
         if not np.isnan(target).all():
             rated.update(correlations(pred, target))
+            if set(np.unique(target[~np.isnan(target)])) <= {0.0, 1.0}:
+                rated["auroc"] = step_auroc(pred[~np.isnan(target)], target[~np.isnan(target)])
+            subsets = sorted({r.subset for r, _ in ratings if r.subset})
+            if len(subsets) > 1:
+                rated["by_subset"] = {
+                    g: correlations(pred[m], target[m])
+                    for g in subsets
+                    for m in [np.array([r.subset == g for r, _ in ratings])]
+                }
         if aspects is not None:
-            for j, name in enumerate(scorer.aspects):
+            for j, name in enumerate(aspect_names):
                 t = np.array([(r.scores or {}).get(name, np.nan) for r, _ in ratings], dtype=float)
                 rated[f"by_aspect/{name}"] = correlations(
                     np.array([aspects[s.start, j] for _, s in ratings]), t
@@ -92,8 +115,60 @@ def evaluate(scorer, records: Sequence[Record]) -> dict[str, Any]:
         }
     processes = [(r, s) for r, s in zip(records, spans) if isinstance(r, Process)]
     if processes:
-        metrics["process"] = _process_metrics(processes, out.steps)
+        metrics["process"] = _process_metrics(processes, steps)
     return metrics
+
+
+def _outputs(scorer, samples: list[Sample]) -> tuple[np.ndarray, np.ndarray | None, list[str], Any]:
+    """(N,) scores, (N, A) aspect scores or None, the aspect names, and per-step logits or None.
+
+    A ``Scorer`` gives its raw batched outputs; any other reward (a judge, a user's class) its
+    ``RewardOutput`` list, whose aspects are the names every output has.
+    """
+    if hasattr(scorer, "forward") and hasattr(scorer, "aspects"):
+        out = scorer.forward(samples)
+        aspects = None if out.aspects is None else out.aspects.numpy()
+        return out.score.numpy(), aspects, list(scorer.aspects), out.steps
+    outputs = score_outputs(scorer, samples)
+    score = np.array([np.nan if o.score is None else float(o.score) for o in outputs])
+    names = sorted(set.intersection(*(set(o.aspects or {}) for o in outputs))) if outputs else []
+    aspects = np.array([[o.aspects[n] for n in names] for o in outputs], dtype=float) if names else None
+    return score, aspects, names, None
+
+
+def _pair_metrics(diff: np.ndarray, label: np.ndarray, pairs: list[Preference]) -> dict[str, Any]:
+    subsets = [r.subset or "all" for r in pairs]
+    decided = ~np.isnan(label) & (label != 0.5)
+    out: dict[str, Any] = {
+        "n": len(pairs),
+        "n_ties": int(np.sum(label == 0.5)),
+        "accuracy": pairwise_accuracy(diff, label),
+        "by_subset": grouped_accuracy(diff, label, subsets),
+    }
+    if len(out["by_subset"]) > 1:  # VL-RewardBench's macro average: each subset counts once
+        out["macro_accuracy"] = float(np.nanmean(list(out["by_subset"].values())))
+    if out["n_ties"]:
+        out["accuracy_with_ties"] = tie_aware_accuracy(diff, label)
+        out["accuracy_with_ties_best"] = best_tie_accuracy(diff, label)
+        out["by_subset_with_ties"] = {
+            g: tie_aware_accuracy(diff[m], label[m])
+            for g in sorted(set(subsets))
+            for m in [np.array([x == g for x in subsets])]
+        }
+    queries = [_query_key(r) for r in pairs]
+    if len(set(queries)) < len(queries):
+        out["acc_plus"] = all_pairs_accuracy(diff, label, queries)
+        out["n_queries"] = len(set(queries))
+    prob = 1 / (1 + np.exp(-np.clip(diff[decided], -50, 50)))
+    out["calibration"] = calibration(prob, (label[decided] > 0.5).astype(float))
+    return out
+
+
+def _query_key(pair: Preference) -> str:
+    """What a pair's two candidates share (prompt and input media): pairs with the same key answer
+    one query, which Acc+ and RewardBench 2's best-of-4 score as a whole."""
+    c = pair.chosen
+    return repr((c.prompt, c.image if c.source_image is None else c.source_image, c.video, c.images))
 
 
 def _process_metrics(processes: list[tuple[Process, slice]], steps: Any) -> dict[str, Any]:

@@ -146,3 +146,84 @@ def best_of_n_accuracy(scores: np.ndarray, correct: np.ndarray, n: int) -> float
             tied = ranked_scores == value
             total += pick[tied].sum() * ranked_correct[tied].mean()
     return float(total / len(scores))
+
+
+def tie_aware_accuracy(diff: np.ndarray, label: np.ndarray, threshold: float = 0.0) -> float:
+    """Accuracy *with* ties, as GenAI-Bench and VideoGen-RewardBench count it: a pair whose
+    ``|diff| <= threshold`` is predicted a tie, and a prediction is right when it equals the label
+    (chosen better, rejected better, or a tie at label 0.5).
+
+    Args:
+        diff: (N,) ``score_chosen - score_rejected``.
+        label: (N,) P(chosen preferred): 1, 0 or 0.5.
+        threshold: The score gap at or below which the model calls a tie.
+    Returns:
+        The accuracy over every pair with a label, NaN when none has one.
+    """
+    diff, label = np.asarray(diff, dtype=float), np.asarray(label, dtype=float)
+    keep = ~np.isnan(label)
+    if not keep.any():
+        return float("nan")
+    diff, label = diff[keep], label[keep]
+    predicted = np.where(np.abs(diff) <= threshold, 0.5, (diff > 0).astype(float))
+    truth = np.where(label == 0.5, 0.5, (label > 0.5).astype(float))
+    return float(np.mean(predicted == truth))
+
+
+def best_tie_accuracy(diff: np.ndarray, label: np.ndarray) -> dict[str, float]:
+    """``tie_aware_accuracy`` at the tie threshold that maximises it, searched over the pairs' own
+    ``|diff|`` values (VideoAlign's "accuracy w/ ties", Liu et al., 2025). Returns ``accuracy`` and
+    ``threshold``; reported beside the accuracy at threshold 0, since the search sees the labels."""
+    candidates = np.unique(np.concatenate([[0.0], np.abs(np.asarray(diff, dtype=float))]))
+    accuracies = [tie_aware_accuracy(diff, label, t) for t in candidates]
+    if np.all(np.isnan(accuracies)):
+        return {"accuracy": float("nan"), "threshold": float("nan")}
+    best = int(np.nanargmax(accuracies))
+    return {"accuracy": float(accuracies[best]), "threshold": float(candidates[best])}
+
+
+def all_pairs_accuracy(diff: np.ndarray, label: np.ndarray, groups: Sequence[str]) -> float:
+    """Share of groups (queries) whose every decided pair is ordered right: MM-RLHF-RewardBench's
+    Acc+ (Zhang et al., 2025) and RewardBench 2's best-of-4 (chosen above all three rejected) when
+    each group holds one prompt's pairs. Ties (label 0.5) are left out; a zero difference is wrong."""
+    diff, label = np.asarray(diff, dtype=float), np.asarray(label, dtype=float)
+    ok: dict[str, bool] = {}
+    for d, y, g in zip(diff, label, groups):
+        if np.isnan(y) or y == 0.5:
+            continue
+        ok[g] = ok.get(g, True) and d != 0 and (d > 0) == (y > 0.5)
+    return float(np.mean(list(ok.values()))) if ok else float("nan")
+
+
+def calibration(prob: np.ndarray, outcome: np.ndarray, bins: int = 10) -> dict[str, object]:
+    """Expected calibration error of probabilities against 0/1 outcomes, and the reliability table.
+
+    Binary ECE (Guo et al., 2017, in its two-sided form): the predictions are put into ``bins``
+    equal-width bins of P(outcome = 1), and ECE is the count-weighted mean of
+    ``|mean outcome - mean P|`` over the bins.
+
+    Args:
+        prob: (N,) predicted P(outcome = 1), e.g. sigmoid of a pair's score difference.
+        outcome: (N,) 0/1 outcomes (rows with NaN are dropped).
+        bins: Number of equal-width bins on [0, 1].
+    Returns:
+        ``ece``, ``n`` and ``bins``: a list of ``{lo, hi, n, mean_prob, frequency}`` (empty bins kept,
+        with NaN means) for the reliability diagram.
+    """
+    prob, outcome = np.asarray(prob, dtype=float), np.asarray(outcome, dtype=float)
+    keep = ~(np.isnan(prob) | np.isnan(outcome))
+    prob, outcome = prob[keep], outcome[keep]
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    index = np.clip(np.digitize(prob, edges[1:-1], right=True), 0, bins - 1)
+    table, ece = [], 0.0
+    for b in range(bins):
+        members = index == b
+        n = int(members.sum())
+        mean_p = float(prob[members].mean()) if n else float("nan")
+        freq = float(outcome[members].mean()) if n else float("nan")
+        if n:
+            ece += n / len(prob) * abs(freq - mean_p)
+        table.append(
+            {"lo": float(edges[b]), "hi": float(edges[b + 1]), "n": n, "mean_prob": mean_p, "frequency": freq}
+        )
+    return {"ece": float(ece) if len(prob) else float("nan"), "n": int(len(prob)), "bins": table}
