@@ -16,6 +16,8 @@ import numpy as np
 import pytest
 
 from mmreward.cli import main
+from mmreward.data.benchmark_ratings import imagenhub_ratings, tifa160_ratings
+from mmreward.data.files import write_jsonl
 from mmreward.metrics import all_pairs_accuracy, best_tie_accuracy, calibration, tie_aware_accuracy
 from mmreward.types import RewardOutput
 
@@ -27,13 +29,13 @@ class KeyReward:
     file name of its video or image. With ``aspects``, also returns VideoGen-RewardBench's three
     aspects: the score, minus the score, and the score again."""
 
-    def __init__(self, table: dict[str, float] | None = None, aspects: bool = False) -> None:
-        self.table, self.aspects = table or {}, aspects
+    def __init__(self, table: dict[str, float] | None = None, aspects: bool = False, parts: int = 1) -> None:
+        self.table, self.aspects, self.parts = table or {}, aspects, parts
 
     def key(self, sample) -> str:
         if sample.response is not None:
             return sample.response
-        return Path(str(sample.video or sample.image)).name
+        return "/".join(Path(str(sample.video or sample.image)).parts[-self.parts :])
 
     def score_samples(self, samples):
         outputs = []
@@ -232,3 +234,56 @@ def test_report_has_tables_and_the_reliability_diagram(tmp_path: Path, capsys):
     assert page.count("data:image/png;base64,") >= 2  # subset bars and the reliability diagram
     report = json.loads((tmp_path / "report" / "report.json").read_text())
     assert 0 <= report["metrics"]["pairs"]["calibration"]["ece"] <= 1
+
+
+def test_imagenhub_ratings_joined_over_raters(tmp_path: Path, capsys):
+    from scipy import stats
+
+    files = sorted((FIXTURES / "formats" / "imagenhub").glob("*.tsv"))
+    by_hand: dict[tuple[str, str], list[tuple[float, float]]] = {}
+    for path in files:
+        rows = list(csv.DictReader(path.open(newline=""), delimiter="\t"))
+        for row in rows:
+            for model, cell in row.items():
+                if model != "uid":
+                    sc, pq = json.loads(cell.replace(" ", ""))
+                    by_hand.setdefault((row["uid"], model), []).append((sc, pq))
+    prompts = {f"sample_{i}.jpg": f"prompt {i}" for i in range(4)}
+    records = imagenhub_ratings(files, prompts)
+    assert len(records) == 4 * 7 == len(by_hand)
+    sd0 = next(r for r in records if r["id"] == "sample_0.jpg/SD")
+    assert sd0["scores"]["semantic_consistency"] == pytest.approx(
+        np.mean([c[0] for c in by_hand["sample_0.jpg", "SD"]])
+    )
+    data = write_jsonl(tmp_path / "imagenhub.jsonl", records)
+    table = {f"{model}/{uid}": float(len(model) + int(uid[7])) for uid, model in by_hand}
+    target = [np.mean([np.sqrt(sc * pq) for sc, pq in by_hand[k]]) for k in by_hand]
+    pred = [table[f"{model}/{uid}"] for uid, model in by_hand]
+    ratings = run_eval(data, "canonical", tmp_path, capsys, {"table": table, "parts": 2})["ratings"]
+    assert ratings["n"] == 28
+    assert ratings["spearman"] == pytest.approx(stats.spearmanr(pred, target).statistic)
+    assert ratings["kendall"] == pytest.approx(stats.kendalltau(pred, target).statistic)
+    with pytest.raises(ValueError, match="No prompt for ImagenHub sample"):
+        imagenhub_ratings(files, {})
+
+
+def test_tifa160_ratings_are_the_workers_mean(tmp_path: Path, capsys):
+    from scipy import stats
+
+    anns = FIXTURES / "formats" / "dsg_tifa160_anns_first2texts.csv"
+    items = json.loads((FIXTURES / "formats" / "tifa160_first2texts.json").read_text())
+    answers: dict[tuple[str, str], list[float]] = {}
+    for row in csv.DictReader(anns.open(newline="")):
+        answers.setdefault((row["source_id"], row["model_type"]), []).append(float(row["answer"]))
+    records = tifa160_ratings(anns, FIXTURES / "formats" / "tifa160_first2texts.json")
+    assert len(records) == 10 == len(answers)
+    mini = next(r for r in records if r["id"] == "coco_669925_mini_dalle")
+    assert mini["score"] == pytest.approx(np.mean(answers["coco_669925", "mini-dalle"]))
+    assert mini["prompt"] == items["coco_669925_mini_dalle"]["text"] and mini["subset"] == "mini_dalle"
+    data = write_jsonl(tmp_path / "tifa.jsonl", records)
+    table = {r["image"]: float(i % 3) for i, r in enumerate(records)}  # image_path -> score
+    ratings = run_eval(data, "canonical", tmp_path, capsys, {"table": table}, report=False)["ratings"]
+    pred = [table[r["image"]] for r in records]
+    assert ratings["spearman"] == pytest.approx(
+        stats.spearmanr(pred, [r["score"] for r in records]).statistic
+    )
