@@ -116,3 +116,111 @@ def test_a_request_past_its_timeout_gets_504():
         assert response.status_code == 504 and time.monotonic() - started < 1.2
         time.sleep(1.2)  # the model finishes the abandoned call; the server goes on serving
         assert client.post("/chat/completions", json=body()).status_code == 200
+
+
+# ---- streaming (stream=True), with the official openai client ---------------------------------
+
+
+def _openai_client(url: str, key: str = KEY):
+    openai = pytest.importorskip("openai")
+    return openai.OpenAI(base_url=url, api_key=key, max_retries=0, timeout=20)
+
+
+def test_openai_client_streams_the_same_text_as_without_streaming():
+    backend = SlowBackend()
+    with serve_in_thread(create_app(backend, "judge", ServerLimits(api_key=KEY))) as url:
+        client = _openai_client(url)
+        messages = [{"role": "user", "content": "judge this"}]
+        whole = client.chat.completions.create(model="judge", messages=messages, max_tokens=1)
+        chunks = list(
+            client.chat.completions.create(model="judge", messages=messages, max_tokens=1, stream=True, n=2)
+        )
+    assert all(c.object == "chat.completion.chunk" and c.model == "judge" for c in chunks)
+    assert len({c.id for c in chunks}) == 1
+    for index in (0, 1):
+        mine = [c.choices[0] for c in chunks if c.choices[0].index == index]
+        assert mine[0].delta.role == "assistant"
+        assert "".join(c.delta.content or "" for c in mine) == whole.choices[0].message.content == "Score: 4"
+        assert len(mine) > 3  # role, a piece per word, finish
+        assert [c.finish_reason for c in mine][-1] == "stop" and all(
+            c.finish_reason is None for c in mine[:-1]
+        )
+
+
+def test_sse_body_ends_with_done():
+    with (
+        serve_in_thread(create_app(SlowBackend(), "judge")) as url,
+        httpx.Client(base_url=url, timeout=10) as http,
+    ):
+        response = http.post("/chat/completions", json={**body(), "stream": True})
+    assert response.status_code == 200 and response.headers["content-type"].startswith("text/event-stream")
+    events = [line for line in response.text.split("\n\n") if line]
+    assert all(e.startswith("data: ") for e in events) and events[-1] == "data: [DONE]"
+
+
+@pytest.mark.parametrize(
+    ("extra", "words"),
+    [
+        ({"stream": "yes"}, "stream must be true or false"),
+        ({"stream": True, "stream_options": {"include_usage": True}}, "include_usage"),
+    ],
+)
+def test_bad_stream_requests_are_refused(extra, words):
+    with (
+        serve_in_thread(create_app(SlowBackend(), "judge")) as url,
+        httpx.Client(base_url=url, timeout=10) as http,
+    ):
+        response = http.post("/chat/completions", json={**body(), **extra})
+    assert response.status_code == 400 and words in response.json()["error"]["message"]
+
+
+def test_errors_reach_a_streaming_client_as_errors():
+    openai = pytest.importorskip("openai")
+    with serve_in_thread(create_app(SlowBackend(), "judge", ServerLimits(api_key=KEY))) as url:
+        with pytest.raises(openai.AuthenticationError):
+            list(
+                _openai_client(url, key="nope").chat.completions.create(
+                    model="judge", messages=[{"role": "user", "content": "x"}], stream=True
+                )
+            )
+        with pytest.raises(openai.NotFoundError):
+            list(
+                _openai_client(url).chat.completions.create(
+                    model="other", messages=[{"role": "user", "content": "x"}], stream=True
+                )
+            )
+
+
+def test_a_real_judge_streams_token_by_token_with_logprobs(tmp_path):
+    """A tiny transformers judge behind the server: a critique request streamed token by token gives
+    the non-streamed completion's text, tokens and log-probabilities."""
+    pytest.importorskip("transformers")
+    from judges.backends import TransformersBackend
+    from judges.critique import CritiqueJudge
+    from judges.tiny import TinyJudgeLM
+    from mmreward.types import Sample
+
+    corpus = [
+        "two red circles",
+        "an image of two blue circles",
+        "Critique: The circles are blue, not red.\nScore: 2",
+    ]
+    model = TinyJudgeLM(hidden_size=32, num_layers=2, seed=3).build(tmp_path / "tiny", corpus)
+    [request] = CritiqueJudge(backend=None).requests(
+        [Sample(prompt="two red circles", response="an image of two blue circles")]
+    )
+    request_body = dict(
+        model="tiny", messages=request, max_tokens=12, temperature=0.0, logprobs=True, top_logprobs=3
+    )
+    with serve_in_thread(create_app(TransformersBackend(str(model)), "tiny")) as url:
+        client = _openai_client(url)
+        whole = client.chat.completions.create(**request_body).choices[0]
+        chunks = [c.choices[0] for c in client.chat.completions.create(**request_body, stream=True)]
+    tokens = [c for c in chunks if c.delta.content]
+    assert len(tokens) > 1
+    assert "".join(c.delta.content for c in tokens) == whole.message.content
+    assert [c.logprobs.content[0].token for c in tokens] == [t.token for t in whole.logprobs.content]
+    assert [c.logprobs.content[0].logprob for c in tokens] == pytest.approx(
+        [t.logprob for t in whole.logprobs.content]
+    )
+    assert chunks[-1].finish_reason == whole.finish_reason

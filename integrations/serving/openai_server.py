@@ -3,7 +3,7 @@
 For users with no vLLM or SGLang, and for tests: ``create_app`` puts a ``TransformersBackend``
 behind ``POST /v1/chat/completions`` (``messages`` with text and ``image_url`` parts,
 ``max_tokens``/``max_completion_tokens``, ``temperature``, ``top_p``, ``n``, ``seed``, ``logprobs``,
-``top_logprobs``) and ``GET /v1/models``, so ``judges.backends.OpenAIBackend`` (or any OpenAI
+``top_logprobs``, ``stream``: server-sent chunks, see ``openai_stream``) and ``GET /v1/models``, so ``judges.backends.OpenAIBackend`` (or any OpenAI
 client) can judge through HTTP. ``ServerLimits`` guards it: an optional API key (401 without it),
 caps on ``n``, ``max_tokens`` and the body size (400 / 413), a bounded queue (503 when full) and a
 per-request timeout (504). One worker thread runs the model; requests that wait while it works are
@@ -37,6 +37,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from integrations.serving.openai_stream import sse_chunks
 from judges.backends import Generation, Messages, SamplingParams, TransformersBackend
 from mmreward.optional import require
 
@@ -276,15 +277,17 @@ def create_app(backend: TransformersBackend, model_name: str, limits: ServerLimi
             )
         except Exception as err:
             return error(500, f"Generation failed: {type(err).__name__}: {err}")
+        completion_id, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
+        logprobs = params.top_logprobs > 0 or bool(body.get("logprobs"))
+        if body.get("stream"):
+            events = sse_chunks(generations, model_name, completion_id, created, logprobs)
+            return fastapi.responses.StreamingResponse(events, media_type="text/event-stream")
         return {
-            "id": f"chatcmpl-{uuid.uuid4().hex}",
+            "id": completion_id,
             "object": "chat.completion",
-            "created": int(time.time()),
+            "created": created,
             "model": model_name,
-            "choices": [
-                choice_json(i, g, params.top_logprobs > 0 or bool(body.get("logprobs")))
-                for i, g in enumerate(generations)
-            ],
+            "choices": [choice_json(i, g, logprobs) for i, g in enumerate(generations)],
         }
 
     # fastapi finds the request by its annotation; with postponed annotations it needs the class itself
@@ -318,6 +321,13 @@ def _parse(body: dict[str, Any], limits: ServerLimits) -> tuple[SamplingParams, 
     if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= limits.max_n:
         raise RequestError(
             400, f"n must be an integer between 1 and {limits.max_n} on this server; got {n!r}."
+        )
+    if not isinstance(body.get("stream", False), bool):
+        raise RequestError(400, f"stream must be true or false; got {body['stream']!r}.")
+    options = body.get("stream_options")
+    if isinstance(options, dict) and options.get("include_usage"):
+        raise RequestError(
+            400, "stream_options.include_usage is not supported: this server does not count tokens. Drop it."
         )
     params = sampling_params(body, limits.max_tokens)
     messages = body["messages"]
