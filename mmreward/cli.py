@@ -314,7 +314,7 @@ def _eval(argv: list[str]) -> int:
     from mmreward.data.records import read_records
     from mmreward.eval_report import write_report
     from mmreward.evaluation import evaluate
-    from mmreward.report import write_metrics
+    from mmreward.report import _plain, write_metrics
     from mmreward.scoring import load
 
     if args.reward:
@@ -336,7 +336,7 @@ def _eval(argv: list[str]) -> int:
             "records": len(records),
         }  # fmt: skip
         write_report(args.output, metrics, points, meta)
-    print(json.dumps(metrics, indent=2, default=str))
+    print(json.dumps(_plain(metrics), indent=2, default=str))  # NaN as null: strict JSON
     return 0
 
 

@@ -66,7 +66,7 @@ def run_eval(
         args += ["--output", str(tmp_path / "report")]
     capsys.readouterr()
     assert main(args) == 0
-    printed = json.loads(capsys.readouterr().out)
+    printed = json.loads(capsys.readouterr().out, parse_constant=lambda c: pytest.fail(f"{c} is not JSON"))
     if report:
         saved = json.loads((tmp_path / "report" / "report.json").read_text())
         assert saved["meta"]["format"] == fmt
@@ -287,3 +287,57 @@ def test_tifa160_ratings_are_the_workers_mean(tmp_path: Path, capsys):
     assert ratings["spearman"] == pytest.approx(
         stats.spearmanr(pred, [r["score"] for r in records]).statistic
     )
+
+
+def test_a_saved_model_gets_the_same_report_as_its_scores_by_hand(tmp_path: Path, capsys):
+    import mmreward as mr
+    from mmreward.types import Sample
+    from tests.core_helpers import tiny_reward_model
+
+    model = tmp_path / "model"
+    mr.Scorer(tiny_reward_model("aspects"), device="cpu").save_pretrained(model)
+    images = FIXTURES / "images"
+    for name in ("astronaut.png", "camera.png"):
+        (tmp_path / name).write_bytes((images / name).read_bytes())
+    pairs = [
+        {"prompt": p, "chosen": {"image": a}, "rejected": {"image": b}, "label": y, "subset": s,
+         "aspects": {"alignment": y, "quality": 1.0}}
+        for p, a, b, y, s in [
+            ("an astronaut", "astronaut.png", "camera.png", 1.0, "people"),
+            ("a cameraman", "camera.png", "astronaut.png", 1.0, "people"),
+            ("a photo", "astronaut.png", "camera.png", 0.5, "tie"),
+        ]
+    ]  # fmt: skip
+    data = write_jsonl(tmp_path / "pairs.jsonl", pairs)
+    scorer = mr.load(model, device="cpu")
+    samples = [
+        Sample(prompt=r["prompt"], image=str(tmp_path / r[side]["image"]))
+        for r in pairs
+        for side in ("chosen", "rejected")
+    ]
+    scores = scorer.score(samples=samples)
+    aspect = scorer.score(samples=samples, aspects=True)
+    capsys.readouterr()
+    assert (
+        main(
+            [
+                "eval",
+                "--model",
+                str(model),
+                "--data",
+                str(data),
+                "--device",
+                "cpu",
+                "--output",
+                str(tmp_path / "r"),
+            ]
+        )
+        == 0
+    )
+    got = json.loads((tmp_path / "r" / "report.json").read_text())["metrics"]["pairs"]
+    diff = [scores[2 * i] - scores[2 * i + 1] for i in range(3)]
+    assert got["accuracy"] == pytest.approx(np.mean([agree(d, 0) for d in diff[:2]]))
+    assert got["accuracy_with_ties"] == pytest.approx(np.mean([d > 0 for d in diff[:2]] + [diff[2] == 0]))
+    q = [aspect[2 * i]["quality"] - aspect[2 * i + 1]["quality"] for i in range(3)]
+    assert got["by_aspect"]["quality"] == pytest.approx(np.mean([agree(d, 0) for d in q]))
+    assert "Pair accuracy by aspect" in (tmp_path / "r" / "report.html").read_text()
