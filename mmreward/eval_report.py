@@ -56,6 +56,7 @@ def _pair_sections(pairs: dict[str, Any] | None, points: dict[str, Any]) -> list
     head = [
         ("pairs", pairs["n"]),
         ("tie labels", pairs["n_ties"]),
+        ("pairs without a score (counted wrong)", pairs["n_unscored"]),
         ("accuracy without ties", pairs["accuracy"]),
     ]
     if "accuracy_with_ties" in pairs:

@@ -57,11 +57,20 @@ def evaluate(scorer, records: Sequence[Record], points: dict[str, Any] | None = 
         points: If given, filled with the per-record arrays the report plots (``pair_diff``,
             ``pair_label``, ``rating_pred``, ``rating_target``).
     """
-    samples, spans = flatten(records)
-    score, aspects, aspect_names, steps = _outputs(scorer, samples)
+    direct = callable(getattr(scorer, "compare", None))  # a pairwise judge sees each pair as a pair
+    scored = [r for r in records if not (direct and isinstance(r, Preference))]
+    samples, spans = flatten(scored)
+    no_output = (np.zeros(0), None, [], None)
+    score, aspects, aspect_names, steps = _outputs(scorer, samples) if samples else no_output
     points = {} if points is None else points
     metrics: dict[str, Any] = {}
-    pairs = [(r, s) for r, s in zip(records, spans) if isinstance(r, Preference)]
+    pairs = [(r, s) for r, s in zip(scored, spans) if isinstance(r, Preference)]
+    judged = [r for r in records if isinstance(r, Preference)] if direct else []
+    if judged:
+        diff = _judged_gaps(scorer, judged)
+        label = np.array([r.label for r in judged], dtype=float)
+        points.update(pair_diff=diff, pair_label=label)
+        metrics["pairs"] = _pair_metrics(diff, label, judged)
     if pairs:
         diff = np.array([score[s.start] - score[s.start + 1] for _, s in pairs])
         label = np.array([r.label for r, _ in pairs], dtype=float)
@@ -76,7 +85,7 @@ def evaluate(scorer, records: Sequence[Record], points: dict[str, Any] | None = 
                 with_ties[name] = tie_aware_accuracy(a_diff, labels)
             metrics["pairs"]["by_aspect"] = by_aspect
             metrics["pairs"]["by_aspect_with_ties"] = with_ties
-    ratings = [(r, s) for r, s in zip(records, spans) if isinstance(r, Rating)]
+    ratings = [(r, s) for r, s in zip(scored, spans) if isinstance(r, Rating)]
     if ratings:
         rated = {"n": len(ratings)}
         target = np.array([np.nan if r.score is None else r.score for r, _ in ratings], dtype=float)
@@ -100,7 +109,7 @@ def evaluate(scorer, records: Sequence[Record], points: dict[str, Any] | None = 
                     np.array([aspects[s.start, j] for _, s in ratings]), t
                 )
         metrics["ratings"] = rated
-    rankings = [(r, s) for r, s in zip(records, spans) if isinstance(r, Ranking)]
+    rankings = [(r, s) for r, s in zip(scored, spans) if isinstance(r, Ranking)]
     if rankings:
         k = max(len(r.candidates) for r, _ in rankings)
         scores = np.zeros((len(rankings), k))
@@ -113,7 +122,7 @@ def evaluate(scorer, records: Sequence[Record], points: dict[str, Any] | None = 
             "n": len(rankings),
             "pair_accuracy": ranking_pair_accuracy(scores, order, mask),
         }
-    processes = [(r, s) for r, s in zip(records, spans) if isinstance(r, Process)]
+    processes = [(r, s) for r, s in zip(scored, spans) if isinstance(r, Process)]
     if processes:
         metrics["process"] = _process_metrics(processes, steps)
     return metrics
@@ -136,11 +145,22 @@ def _outputs(scorer, samples: list[Sample]) -> tuple[np.ndarray, np.ndarray | No
     return score, aspects, names, None
 
 
+def _judged_gaps(judge, pairs: list[Preference]) -> np.ndarray:
+    """(N,) logit of a pairwise judge's P(chosen better) per pair (from ``judge.compare``, which
+    swaps positions where the judge does), so that sigmoid(gap) is the judge's own probability;
+    NaN where the judge gave no verdict."""
+    verdicts = judge.compare([(r.chosen, r.rejected) for r in pairs])
+    p = np.array([np.nan if v.p_first is None else float(v.p_first) for v in verdicts])
+    p = np.clip(p, 1e-6, 1 - 1e-6)
+    return np.log(p) - np.log1p(-p)
+
+
 def _pair_metrics(diff: np.ndarray, label: np.ndarray, pairs: list[Preference]) -> dict[str, Any]:
     subsets = [r.subset or "all" for r in pairs]
     decided = ~np.isnan(label) & (label != 0.5)
     out: dict[str, Any] = {
         "n": len(pairs),
+        "n_unscored": int(np.isnan(diff).sum()),  # no score (a judge's failed parse): counted wrong
         "n_ties": int(np.sum(label == 0.5)),
         "accuracy": pairwise_accuracy(diff, label),
         "by_subset": grouped_accuracy(diff, label, subsets),

@@ -17,14 +17,16 @@ def pairwise_accuracy(diff: np.ndarray, label: np.ndarray) -> float:
         diff: (N,) ``score_chosen - score_rejected``.
         label: (N,) P(chosen preferred).
     Returns:
-        The accuracy, or NaN when no pair has a decided label. A zero difference counts as half.
+        The accuracy, or NaN when no pair has a decided label. A zero difference counts as half, a
+        NaN difference (no score) as wrong.
     """
     diff, label = np.asarray(diff, dtype=float), np.asarray(label, dtype=float)
     decided = ~np.isnan(label) & (label != 0.5)
     if not decided.any():
         return float("nan")
-    agree = np.where(diff[decided] == 0, 0.5, (diff[decided] > 0) == (label[decided] > 0.5))
-    return float(np.mean(agree))
+    d, y = diff[decided], label[decided]
+    agree = np.where(d == 0, 0.5, (d > 0) == (y > 0.5))
+    return float(np.mean(np.where(np.isnan(d), 0.0, agree)))  # no score (NaN) is wrong
 
 
 def grouped_accuracy(diff: np.ndarray, label: np.ndarray, groups: Sequence[str]) -> dict[str, float]:
@@ -167,7 +169,7 @@ def tie_aware_accuracy(diff: np.ndarray, label: np.ndarray, threshold: float = 0
     diff, label = diff[keep], label[keep]
     predicted = np.where(np.abs(diff) <= threshold, 0.5, (diff > 0).astype(float))
     truth = np.where(label == 0.5, 0.5, (label > 0.5).astype(float))
-    return float(np.mean(predicted == truth))
+    return float(np.mean((predicted == truth) & ~np.isnan(diff)))  # no score (NaN) is wrong
 
 
 def best_tie_accuracy(diff: np.ndarray, label: np.ndarray) -> dict[str, float]:
@@ -175,6 +177,7 @@ def best_tie_accuracy(diff: np.ndarray, label: np.ndarray) -> dict[str, float]:
     ``|diff|`` values (VideoAlign's "accuracy w/ ties", Liu et al., 2025). Returns ``accuracy`` and
     ``threshold``; reported beside the accuracy at threshold 0, since the search sees the labels."""
     candidates = np.unique(np.concatenate([[0.0], np.abs(np.asarray(diff, dtype=float))]))
+    candidates = candidates[~np.isnan(candidates)]
     accuracies = [tie_aware_accuracy(diff, label, t) for t in candidates]
     if np.all(np.isnan(accuracies)):
         return {"accuracy": float("nan"), "threshold": float("nan")}
@@ -191,7 +194,7 @@ def all_pairs_accuracy(diff: np.ndarray, label: np.ndarray, groups: Sequence[str
     for d, y, g in zip(diff, label, groups):
         if np.isnan(y) or y == 0.5:
             continue
-        ok[g] = ok.get(g, True) and d != 0 and (d > 0) == (y > 0.5)
+        ok[g] = ok.get(g, True) and bool(d != 0 and not np.isnan(d) and (d > 0) == (y > 0.5))
     return float(np.mean(list(ok.values()))) if ok else float("nan")
 
 

@@ -341,3 +341,55 @@ def test_a_saved_model_gets_the_same_report_as_its_scores_by_hand(tmp_path: Path
     q = [aspect[2 * i]["quality"] - aspect[2 * i + 1]["quality"] for i in range(3)]
     assert got["by_aspect"]["quality"] == pytest.approx(np.mean([agree(d, 0) for d in q]))
     assert "Pair accuracy by aspect" in (tmp_path / "r" / "report.html").read_text()
+
+
+class LengthPairJudge:
+    """A pairwise judge (it has ``compare``): P(first better) 0.9 when its response is longer, 0.5
+    when as long, 0.2 when shorter; no verdict when either response is "?"."""
+
+    def compare(self, pairs):
+        from types import SimpleNamespace
+
+        def p(a, b):
+            if "?" in (a.response, b.response):
+                return None
+            return (
+                0.9
+                if len(a.response) > len(b.response)
+                else 0.5
+                if len(a.response) == len(b.response)
+                else 0.2
+            )
+
+        return [SimpleNamespace(p_first=p(a, b)) for a, b in pairs]
+
+    def score_samples(self, samples):
+        raise AssertionError("a pairwise judge's pairs are judged as pairs, not scored one by one")
+
+
+def test_a_pairwise_judge_is_evaluated_on_each_pair_with_its_own_probability(tmp_path: Path, capsys):
+    rows = [("xx", "x", 1.0), ("x", "xx", 1.0), ("ab", "cd", 0.5), ("xxx", "x", 0.5), ("?", "x", 1.0)]
+    data = write_jsonl(
+        tmp_path / "pairs.jsonl",
+        [
+            {"prompt": "same prompt", "chosen": c, "rejected": r, "label": y, "subset": "s"}
+            for c, r, y in rows
+        ],
+    )
+    capsys.readouterr()
+    args = [
+        "eval",
+        "--reward",
+        f"{__name__}.LengthPairJudge",
+        "--data",
+        str(data),
+        "--output",
+        str(tmp_path / "r"),
+    ]
+    assert main(args) == 0
+    pairs = json.loads((tmp_path / "r" / "report.json").read_text())["metrics"]["pairs"]
+    assert pairs["n_unscored"] == 1 and pairs["n_ties"] == 2
+    assert pairs["accuracy"] == pytest.approx(1 / 3)  # right, wrong, no verdict (wrong)
+    assert pairs["accuracy_with_ties"] == pytest.approx(2 / 5)  # + the tie called at P = 0.5
+    # ECE over the decided, scored pairs: P 0.9 (chosen won) and P 0.2 (chosen won): |1-0.9|, |1-0.2|
+    assert pairs["calibration"]["ece"] == pytest.approx((0.1 + 0.8) / 2)
