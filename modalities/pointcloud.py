@@ -1,4 +1,8 @@
-"""Point clouds: load (.npy/.npz/.ply), validate, move to a canonical frame, farthest-point sampling.
+"""Point clouds: load (.npy/.npz/.ply, LiDAR .bin, PCL .pcd, RGB-D frames), validate, move to a
+canonical frame, farthest-point sampling.
+
+The LiDAR, PCL and RGB-D readers live in ``modalities.pointcloud_formats``, with the table of the
+columns each keeps.
 
 A point cloud is an (N, 3) array of positions or an (N, 6) array of positions and RGB colours in
 [0, 1]. Every loader checks what it read and names the record and field it came from when the
@@ -15,19 +19,28 @@ import torch
 
 from mmreward.optional import require
 from mmreward.types import Sample
+from modalities.pointcloud_formats import PointCloudFormat, read_bin, read_pcd, rgbd_to_points, sniff_format
 
-SUFFIXES = (".npy", ".npz", ".ply")
+SUFFIXES = (".npy", ".npz", ".ply", ".pcd", ".bin (KITTI, SUN RGB-D)", ".pcd.bin (nuScenes)")
+FORMATS = ("npy", "npz", "ply", "kitti", "nuscenes", "sunrgbd", "pcd")
 
 
-def load_point_cloud(source: Any, sample: Sample | None = None, field: str = "point_cloud") -> np.ndarray:
+def load_point_cloud(
+    source: Any, sample: Sample | None = None, field: str = "point_cloud", format: PointCloudFormat = "auto"
+) -> np.ndarray:
     """Return ``source`` as a validated float32 (N, 3) or (N, 6) array.
 
     Args:
         source: A path to a ``.npy`` file, a ``.npz`` file (key ``points``, or its only array), a
-            ``.ply`` file (vertex ``x, y, z`` and, when present, ``red, green, blue``), or an
-            array or tensor.
+            ``.ply`` file (vertex ``x, y, z`` and, when present, ``red, green, blue``), a KITTI or
+            SUN RGB-D ``.bin``, a nuScenes ``.pcd.bin``, a PCL ``.pcd``; an RGB-D frame as a dict
+            ``{"depth": png, "intrinsics": {fx, fy, cx, cy} or 3x3, "color": image (optional),
+            "depth_scale": 1000 (optional)}``; or an array or tensor. Columns kept per format:
+            ``modalities.pointcloud_formats``.
         sample: The sample it belongs to, to name the record in errors.
         field: The field name for errors.
+        format: The file format; ``"auto"`` goes by the suffix (and, for a bare ``.bin``, by its
+            size and values: ``pointcloud_formats.sniff_format``).
 
     Raises:
         FileNotFoundError: The path does not exist.
@@ -38,8 +51,10 @@ def load_point_cloud(source: Any, sample: Sample | None = None, field: str = "po
         raise ValueError(
             f"{where}: the sample has no point cloud; this model scores point-cloud observations."
         )
-    if isinstance(source, (str, Path)):
-        points = _read_file(Path(source), where)
+    if isinstance(source, dict):
+        points = _read_rgbd(source, where)
+    elif isinstance(source, (str, Path)):
+        points = _read_file(Path(source), where, format)
     elif isinstance(source, torch.Tensor):
         points = source.detach().cpu().numpy()
     elif isinstance(source, np.ndarray):
@@ -51,10 +66,36 @@ def load_point_cloud(source: Any, sample: Sample | None = None, field: str = "po
     return validate_point_cloud(points, where)
 
 
-def _read_file(path: Path, where: str) -> np.ndarray:
+def _read_rgbd(frame: dict[str, Any], where: str) -> np.ndarray:
+    missing = [k for k in ("depth", "intrinsics") if k not in frame]
+    unknown = sorted(set(frame) - {"depth", "intrinsics", "color", "depth_scale", "max_depth"})
+    if missing or unknown:
+        raise ValueError(
+            f"{where}: an RGB-D frame is {{depth, intrinsics, color?, depth_scale?, max_depth?}}; "
+            f"got keys {sorted(frame)}." + (f" Missing: {', '.join(missing)}." if missing else "")
+        )
+    return rgbd_to_points(
+        frame["depth"],
+        frame["intrinsics"],
+        frame.get("color"),
+        float(frame.get("depth_scale", 1000.0)),
+        frame.get("max_depth"),
+        where,
+    )
+
+
+def _read_file(path: Path, where: str, format: str = "auto") -> np.ndarray:
     if not path.is_file():
         raise FileNotFoundError(f"{where}: point-cloud file {str(path)!r} does not exist.")
-    suffix = path.suffix.lower()
+    if format != "auto" and format not in FORMATS:
+        raise ValueError(
+            f"{where}: unknown point-cloud format {format!r}; use one of auto, {', '.join(FORMATS)}."
+        )
+    suffix = "." + (sniff_format(path) if format == "auto" else format)
+    if suffix in (".kitti", ".nuscenes", ".sunrgbd"):
+        return read_bin(path, suffix[1:], where)
+    if suffix == ".pcd":
+        return read_pcd(path, where)
     if suffix == ".npy":
         return np.load(path, allow_pickle=False)
     if suffix == ".npz":
@@ -70,7 +111,8 @@ def _read_file(path: Path, where: str) -> np.ndarray:
     if suffix == ".ply":
         return _read_ply(path, where)
     raise ValueError(
-        f"{where}: cannot read point-cloud file {str(path)!r}; use one of {', '.join(SUFFIXES)}."
+        f"{where}: cannot read point-cloud file {str(path)!r}; use one of {', '.join(SUFFIXES)}, "
+        "or name the layout with format= (one of " + ", ".join(FORMATS) + ")."
     )
 
 

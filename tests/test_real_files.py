@@ -11,6 +11,7 @@ import gzip
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from mmreward.data.files import RecordError, iter_raw
@@ -166,3 +167,128 @@ def test_empty_video_file_is_named_empty(tmp_path):
     (tmp_path / "empty.mp4").write_bytes(b"")
     with pytest.raises(ValueError, match=r"empty\.mp4' is empty \(0 bytes\)"):
         video_info(tmp_path / "empty.mp4")
+
+
+# ---- point clouds -----------------------------------------------------------------------------
+
+TREE = FIXTURES / "pointcloud" / "tree.ply"
+
+
+def _scan(rng: np.random.Generator, n: int, columns: int) -> np.ndarray:
+    """A LiDAR-like scan in metres: x 3-75 m ahead, y +-25 m, z -3-3 m, then intensity/ring columns."""
+    xyz = rng.uniform([3.0, -25.0, -3.0], [75.0, 25.0, 3.0], size=(n, 3))
+    rest = rng.uniform(0.0, 1.0, size=(n, columns - 3))
+    return np.concatenate([xyz, rest], axis=1).astype(np.float32)
+
+
+def test_kitti_and_nuscenes_bins_keep_xyz(tmp_path):
+    from modalities.pointcloud import load_point_cloud
+
+    rng = np.random.default_rng(0)
+    kitti = _scan(rng, 3 * 400, 4)  # 1200 points: the size also fits six columns, as the real 000008.bin does
+    kitti.tofile(tmp_path / "000008.bin")
+    nuscenes = _scan(rng, 700, 5)
+    nuscenes.tofile(tmp_path / "LIDAR_TOP__1.pcd.bin")
+    np.testing.assert_array_equal(load_point_cloud(tmp_path / "000008.bin"), kitti[:, :3])
+    np.testing.assert_array_equal(load_point_cloud(tmp_path / "LIDAR_TOP__1.pcd.bin"), nuscenes[:, :3])
+    np.testing.assert_array_equal(load_point_cloud(tmp_path / "000008.bin", format="kitti"), kitti[:, :3])
+
+
+def test_sunrgbd_bin_keeps_xyz_and_rgb(tmp_path):
+    from modalities.pointcloud import load_point_cloud
+
+    rng = np.random.default_rng(1)
+    cloud = np.concatenate([rng.uniform(-2, 4, (1000, 3)), rng.uniform(0, 1, (1000, 3))], axis=1).astype(
+        np.float32
+    )
+    cloud.tofile(tmp_path / "000017.bin")  # 24000 bytes: fits four columns too
+    np.testing.assert_array_equal(load_point_cloud(tmp_path / "000017.bin"), cloud)
+    as_kitti = load_point_cloud(tmp_path / "000017.bin", format="kitti")  # explicit format wins
+    assert as_kitti.shape == (1500, 3)
+
+
+def test_bin_of_the_wrong_size_names_the_format_that_fits(tmp_path):
+    from modalities.pointcloud import load_point_cloud
+
+    np.zeros((7, 5), np.float32).tofile(tmp_path / "scan.bin")  # 140 bytes: nuScenes, not KITTI
+    with pytest.raises(
+        ValueError, match=r"scan\.bin' holds 140 bytes, not a whole number of kitti.*format='nuscenes'"
+    ):
+        load_point_cloud(tmp_path / "scan.bin")
+    with pytest.raises(ValueError, match="unknown point-cloud format 'velodyne'"):
+        load_point_cloud(tmp_path / "scan.bin", format="velodyne")
+
+
+def _pcd(path: Path, xyz: np.ndarray, rgb: np.ndarray, data: str) -> Path:
+    packed = (
+        (rgb[:, 0].astype(np.uint32) << 16) | (rgb[:, 1].astype(np.uint32) << 8) | rgb[:, 2].astype(np.uint32)
+    )
+    header = (
+        "# .PCD v0.7 - Point Cloud Data file format\nVERSION 0.7\nFIELDS x y z rgb\nSIZE 4 4 4 4\n"
+        f"TYPE F F F F\nCOUNT 1 1 1 1\nWIDTH {len(xyz)}\nHEIGHT 1\nVIEWPOINT 0 0 0 1 0 0 0\n"
+        f"POINTS {len(xyz)}\nDATA {data}\n"
+    )
+    rows = np.zeros(len(xyz), dtype=[("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("rgb", "<u4")])
+    rows["x"], rows["y"], rows["z"], rows["rgb"] = xyz[:, 0], xyz[:, 1], xyz[:, 2], packed
+    if data == "binary":
+        path.write_bytes(header.encode() + rows.tobytes())
+    else:  # PCL writes the packed colour as the float with those bits, in full precision
+        as_float = packed.view(np.float32)
+        lines = [f"{a!r} {b!r} {c!r} {float(f)!r}" for (a, b, c), f in zip(xyz.tolist(), as_float)]
+        path.write_text(header + "\n".join(lines) + "\n")
+    return path
+
+
+@pytest.mark.parametrize("data", ["binary", "ascii"])
+def test_pcl_pcd_reads_xyz_and_packed_rgb(tmp_path, data):
+    """The real tree.ply's vertices written as a PCL .pcd with packed colours, one point a NaN (no return)."""
+    from modalities.pointcloud import load_point_cloud
+
+    xyz = load_point_cloud(TREE).astype(np.float32)
+    rgb = np.random.default_rng(2).integers(0, 256, size=(len(xyz), 3))
+    xyz_nan = xyz.copy()
+    xyz_nan[5] = np.nan
+    cloud = load_point_cloud(_pcd(tmp_path / f"tree_{data}.pcd", xyz_nan, rgb, data))
+    keep = np.arange(len(xyz)) != 5
+    assert cloud.shape == (len(xyz) - 1, 6)
+    np.testing.assert_allclose(cloud[:, :3], xyz[keep], rtol=1e-6)
+    np.testing.assert_allclose(cloud[:, 3:] * 255.0, rgb[keep], atol=1e-3)
+
+
+def test_compressed_or_truncated_pcd_is_refused_by_name(tmp_path):
+    from modalities.pointcloud import load_point_cloud
+
+    path = _pcd(tmp_path / "cloud.pcd", np.zeros((4, 3)), np.zeros((4, 3), int), "binary")
+    path.write_bytes(path.read_bytes()[:-8])
+    with pytest.raises(ValueError, match=r"cloud\.pcd' is truncated: the header promises 4 points"):
+        load_point_cloud(path)
+    path.write_bytes(path.read_bytes().replace(b"DATA binary", b"DATA binary_compressed"))
+    with pytest.raises(ValueError, match="DATA binary_compressed.*pcl_convert_pcd_ascii_binary"):
+        load_point_cloud(path)
+
+
+def test_rgbd_frame_back_projects_through_the_intrinsics(tmp_path):
+    """A 16-bit depth PNG of a wall 1.5 m away (millimetres), one hole, and a colour image."""
+    from PIL import Image
+
+    from modalities.pointcloud import load_point_cloud
+
+    depth = np.full((48, 64), 1500, dtype=np.uint16)
+    depth[0, 0] = 0  # no return
+    Image.fromarray(depth).save(tmp_path / "depth.png")
+    colour = np.zeros((48, 64, 3), np.uint8)
+    colour[..., 0] = 255
+    Image.fromarray(colour).save(tmp_path / "rgb.png")
+    intrinsics = {"fx": 50.0, "fy": 50.0, "cx": 32.0, "cy": 24.0}
+    frame = {"depth": str(tmp_path / "depth.png"), "intrinsics": intrinsics}
+    xyz = load_point_cloud(frame)
+    assert xyz.shape == (48 * 64 - 1, 3)
+    np.testing.assert_allclose(xyz[:, 2], 1.5)
+    np.testing.assert_allclose([xyz[:, 0].min(), xyz[:, 0].max()], [-32 * 1.5 / 50, 31 * 1.5 / 50], rtol=1e-5)
+    matrix = [[50.0, 0, 32.0], [0, 50.0, 24.0], [0, 0, 1]]
+    xyzrgb = load_point_cloud({**frame, "intrinsics": matrix, "color": str(tmp_path / "rgb.png")})
+    assert xyzrgb.shape == (48 * 64 - 1, 6) and np.all(xyzrgb[:, 3] == 1.0) and np.all(xyzrgb[:, 4:] == 0.0)
+    with pytest.raises(ValueError, match="intrinsics lack cy"):
+        load_point_cloud({**frame, "intrinsics": {"fx": 1, "fy": 1, "cx": 0}})
+    with pytest.raises(ValueError, match=r"got keys \['depth'\]\. Missing: intrinsics"):
+        load_point_cloud({"depth": frame["depth"]})
