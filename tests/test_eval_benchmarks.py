@@ -17,6 +17,7 @@ import pytest
 
 from mmreward.cli import main
 from mmreward.data.benchmark_ratings import imagenhub_ratings, tifa160_ratings
+from mmreward.data.benchmarks import vl_rewardbench
 from mmreward.data.files import write_jsonl
 from mmreward.metrics import all_pairs_accuracy, best_tie_accuracy, calibration, tie_aware_accuracy
 from mmreward.types import RewardOutput
@@ -153,6 +154,10 @@ def test_vl_rewardbench_overall_and_macro_accuracy(tmp_path: Path, capsys):
     assert pairs["accuracy"] == pytest.approx(3 / 5)
     assert pairs["by_subset"] == {"general": 0.5, "hallucination": 1.0, "reasoning": 0.5}
     assert pairs["macro_accuracy"] == pytest.approx(2 / 3)
+    (record,) = vl_rewardbench({**records[0], "image_path": None, "image": {"bytes": b"", "path": "x.jpg"}})
+    assert record["chosen"]["image"] == "x.jpg"
+    with pytest.raises(ValueError, match="field image: expected an image path; got bytes"):
+        vl_rewardbench({**records[0], "image_path": None, "image": b"\x89PNG"})
 
 
 def test_multimodal_rewardbench_by_category(tmp_path: Path, capsys):

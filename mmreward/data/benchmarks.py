@@ -55,7 +55,14 @@ def vl_rewardbench(raw: dict[str, Any]) -> list[dict[str, Any]]:
     rank_first, rank_second = raw["human_ranking"]
     chosen, rejected = (first, second) if rank_first <= rank_second else (second, first)
     media = raw.get("image_path") or raw.get("image")
-    sample = {"image": media} if isinstance(media, str) else {}
+    if isinstance(media, dict):  # an HF Image column: {"bytes", "path"}
+        media = media.get("path")
+    if media is not None and not isinstance(media, str):
+        raise ValueError(
+            f"record {raw.get('id')} field image: expected an image path; got {type(media).__name__}. "
+            "Save the images to files and give their paths in image_path."
+        )
+    sample = {"image": media} if media else {}
     return [
         {
             "id": raw.get("id"),
