@@ -17,20 +17,29 @@ FORMAT_FIELDS: dict[str, tuple[str, ...]] = {
     "mm-rlhf": ("prompt", "chosen", "rejected"),
     "imagereward": ("prompt", "generations", "ranking"),
     "pick-a-pic": ("caption", "jpg_0", "jpg_1", "label_0"),
-    "rewardbench": ("prompt", "chosen", "rejected", "subset"),
+    "rewardbench": ("prompt", "chosen", "rejected"),
     "prm800k": ("question", "label"),
     "math-shepherd": ("input", "label"),
     "processbench": ("problem", "steps", "label"),
-    "visualprocessbench": ("image", "question", "response"),
+    "visualprocessbench": ("question", "response"),
     "genai-bench-image": ("prompt", "models"),
     "genai-bench-video": ("prompt", "models"),
     "t2vscore": ("prompt", "models"),
     "genai-bench-video-arena": ("prompt", "video_left", "video_right", "vote_type"),
-    "editreward": ("prompt", "path_src", "path1", "path2", "model1", "model2"),
+    "editreward": (
+        "prompt",
+        "path_src",
+        "path1",
+        "path2",
+        "model1",
+        "model2",
+        "model1_dim1_score",
+        "model2_dim1_score",
+    ),
     "videoalign": ("prompt", "path_A", "path_B", "VQ", "MQ", "TA"),
-    "videofeedback": ("text prompt",),
 }
-"""Format name -> the top-level fields its converter cannot do without."""
+"""Format name -> the top-level fields its converter cannot do without (optional ones are left out;
+``videofeedback`` takes ``text prompt`` or ``prompt``, so it is not listed)."""
 
 
 class MissingFieldsError(KeyError):
