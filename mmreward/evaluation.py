@@ -18,6 +18,7 @@ from mmreward.metrics import (
     grouped_accuracy,
     pairwise_accuracy,
     ranking_pair_accuracy,
+    rating_pair_accuracy,
     step_auroc,
     tie_aware_accuracy,
 )
@@ -93,6 +94,7 @@ def evaluate(scorer, records: Sequence[Record], points: dict[str, Any] | None = 
         points.update(rating_pred=pred, rating_target=target)
         if not np.isnan(target).all():
             rated.update(correlations(pred, target))
+            rated["pair_accuracy"] = rating_pair_accuracy(pred, target)
             if set(np.unique(target[~np.isnan(target)])) <= {0.0, 1.0}:
                 rated["auroc"] = step_auroc(pred[~np.isnan(target)], target[~np.isnan(target)])
             subsets = sorted({r.subset for r, _ in ratings if r.subset})

@@ -230,3 +230,47 @@ def calibration(prob: np.ndarray, outcome: np.ndarray, bins: int = 10) -> dict[s
             {"lo": float(edges[b]), "hi": float(edges[b + 1]), "n": n, "mean_prob": mean_p, "frequency": freq}
         )
     return {"ece": float(ece) if len(prob) else float("nan"), "n": int(len(prob)), "bins": table}
+
+
+def rating_pair_accuracy(pred: np.ndarray, target: np.ndarray, max_items: int = 3500) -> dict[str, float]:
+    """Pairwise accuracy of ratings over every pair of items, with tie calibration (Deutsch et
+    al., 2023), as GenAI-Bench's rating evaluation reports it (Lin et al., 2024).
+
+    For items i < j the human order is sign(target_i - target_j) (0 = a tie). ``without_ties``: the
+    share of humanly ordered pairs the predictions order alike (an equal prediction counts half).
+    ``with_ties``: the model calls a tie when |pred_i - pred_j| <= epsilon; the share of all pairs
+    whose call equals the human one, at the epsilon that maximises it (``epsilon``).
+
+    Args:
+        pred: (N,) model scores.
+        target: (N,) human ratings (NaN rows dropped).
+        max_items: Above this many items (N^2 / 2 pairs) the figures are NaN rather than using
+            gigabytes of memory (3162 items, GenAI-Bench image: 5M pairs, about 4 s and 1 GB).
+    """
+    pred, target = np.asarray(pred, dtype=float), np.asarray(target, dtype=float)
+    keep = ~(np.isnan(pred) | np.isnan(target))
+    pred, target = pred[keep], target[keep]
+    nan = {"without_ties": float("nan"), "with_ties": float("nan"), "epsilon": float("nan")}
+    if len(pred) < 2 or len(pred) > max_items:
+        return nan
+    i, j = np.triu_indices(len(pred), k=1)
+    human = np.sign(target[i] - target[j])
+    model_diff = pred[i] - pred[j]
+    ordered = human != 0
+    agree = np.where(model_diff == 0, 0.5, np.sign(model_diff) == human)
+    without = float(np.mean(agree[ordered])) if ordered.any() else float("nan")
+    gap = np.abs(model_diff)
+    order = np.argsort(gap, kind="stable")
+    gap, tie, right = gap[order], (~ordered)[order], (np.sign(model_diff) == human)[order] & ordered[order]
+    # with epsilon = gap[k], the first k + 1 pairs (and any equal gaps) are called ties
+    ends = np.r_[np.nonzero(np.diff(gap))[0], len(gap) - 1]
+    correct_ties = np.cumsum(tie)[ends]
+    correct_rest = right.sum() - np.cumsum(right)[ends]
+    totals = np.r_[right.sum(), correct_ties + correct_rest]  # first: no tie called at all
+    thresholds = np.r_[-np.inf, gap[ends]]
+    best = int(np.argmax(totals))
+    return {
+        "without_ties": without,
+        "with_ties": float(totals[best] / len(gap)),
+        "epsilon": float(thresholds[best]),
+    }

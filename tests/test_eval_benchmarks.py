@@ -19,7 +19,13 @@ from mmreward.cli import main
 from mmreward.data.benchmark_ratings import imagenhub_ratings, tifa160_ratings
 from mmreward.data.benchmarks import vl_rewardbench
 from mmreward.data.files import write_jsonl
-from mmreward.metrics import all_pairs_accuracy, best_tie_accuracy, calibration, tie_aware_accuracy
+from mmreward.metrics import (
+    all_pairs_accuracy,
+    best_tie_accuracy,
+    calibration,
+    rating_pair_accuracy,
+    tie_aware_accuracy,
+)
 from mmreward.types import RewardOutput
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -228,6 +234,10 @@ def test_metrics_by_hand():
     # |0 - 0.2| for 0.2, |1 - 0.6| for 0.6, weighted by count
     assert calib["ece"] == pytest.approx(0.4 * 2 / 4 + 0.2 * 1 / 4 + 0.4 * 1 / 4)
     assert [b["n"] for b in calib["bins"]] == [1, 0, 1, 0, 2]
+    # ratings: pairs (0,1) (0,2) (0,3) ordered alike, (1,2) a human tie the model also ties at
+    # epsilon 0, (1,3) (2,3) reversed
+    got = rating_pair_accuracy(np.array([1, 2, 2, 5]), np.array([1, 3, 3, 2]))
+    assert got == {"without_ties": 3 / 5, "with_ties": 4 / 6, "epsilon": 0.0}
 
 
 def test_report_has_tables_and_the_reliability_diagram(tmp_path: Path, capsys):
@@ -289,9 +299,11 @@ def test_tifa160_ratings_are_the_workers_mean(tmp_path: Path, capsys):
     table = {r["image"]: float(i % 3) for i, r in enumerate(records)}  # image_path -> score
     ratings = run_eval(data, "canonical", tmp_path, capsys, {"table": table}, report=False)["ratings"]
     pred = [table[r["image"]] for r in records]
-    assert ratings["spearman"] == pytest.approx(
-        stats.spearmanr(pred, [r["score"] for r in records]).statistic
-    )
+    target = [r["score"] for r in records]
+    assert ratings["spearman"] == pytest.approx(stats.spearmanr(pred, target).statistic)
+    ordered = [(a, b) for a in range(10) for b in range(a + 1, 10) if target[a] != target[b]]
+    alike = [agree((pred[a] - pred[b]) * np.sign(target[a] - target[b]), 0) for a, b in ordered]
+    assert ratings["pair_accuracy"]["without_ties"] == pytest.approx(np.mean(alike))
 
 
 def test_a_saved_model_gets_the_same_report_as_its_scores_by_hand(tmp_path: Path, capsys):
