@@ -161,6 +161,20 @@ def test_a_table_given_as_a_video_is_told_it_is_not_one():
         assert "Re-encode" not in message and "Pass a video file" in message
 
 
+def test_audio_only_file_is_told_it_has_no_video_stream(tmp_path):
+    import wave
+
+    from modalities.video import video_info
+
+    with wave.open(str(tmp_path / "sound.wav"), "wb") as audio:
+        audio.setnchannels(1)
+        audio.setsampwidth(2)
+        audio.setframerate(8000)
+        audio.writeframes(b"\x00\x01" * 800)
+    with pytest.raises(ValueError, match=r"sound\.wav' holds no video stream .*Decoder: "):
+        video_info(tmp_path / "sound.wav")
+
+
 def test_empty_video_file_is_named_empty(tmp_path):
     from modalities.video import video_info
 
