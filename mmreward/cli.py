@@ -277,9 +277,10 @@ def _eval(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
         formatter_class=HelpFormatter,
         prog="mmreward eval",
-        description="Evaluate a saved model on labelled data: pair accuracy (overall, per subset, per "
-        "aspect) for preferences, Pearson/Spearman/Kendall correlations for ratings, pair accuracy for "
-        "rankings. Prints the metrics as JSON.",
+        description="Evaluate a saved model, a judge or any reward on labelled data: pair accuracy with and "
+        "without ties (overall, per subset, per aspect), Acc+ and ECE for preferences; Pearson/Spearman/"
+        "Kendall and pairwise accuracy for ratings; pair accuracy for rankings. Prints the metrics as "
+        "JSON; --output DIR also writes report.json and report.html.",
     )
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument(
