@@ -48,7 +48,9 @@ def test_report_shows_held_out_candidates_with_scores(demo: Path):
 
 def test_exported_model_reloads_and_ranks_a_prompt(demo: Path):
     model_dir = Path(json.loads((demo / "metrics.json").read_text())["model_dir"])
-    ratings = [json.loads(x) for x in (model_dir.parent / "data" / "test_ratings.jsonl").read_text().splitlines()]
+    ratings = [
+        json.loads(x) for x in (model_dir.parent / "data" / "test_ratings.jsonl").read_text().splitlines()
+    ]
     first = [r for r in ratings if r["id"].startswith(ratings[0]["id"].rsplit("-", 1)[0])]
     scorer = mr.load(model_dir, device="cpu")
     images = [str(model_dir.parent / "data" / r["image"]) for r in first]

@@ -202,5 +202,7 @@ def test_reasoning_steps_are_refused_by_a_model_that_does_not_read_them(workdir:
         workdir / "steps.jsonl",
         [{"id": "s1", "prompt": "2 + 2?", "image": "media/astronaut.png", "steps": ["2 + 2 = 4", "so 4"]}],
     )
-    with pytest.raises(ValueError, match=r"steps\.jsonl:1 \(id s1\) field 'steps': this model does not read reasoning steps"):
+    with pytest.raises(
+        ValueError, match=r"steps\.jsonl:1 \(id s1\) field 'steps': this model does not read reasoning steps"
+    ):
         scorer.score_records(data)

@@ -152,7 +152,10 @@ def test_edit_world_gives_no_instruction_blind_cue():
         scores = np.array([baseline(r.sample) for r in ratings])
         for sign in (1, -1):
             figures = _figures(ratings, sign * scores)
-            assert figures["pair_accuracy"] <= 0.6 and abs(figures["spearman"]) <= 0.3, (baseline.__name__, figures)
+            assert figures["pair_accuracy"] <= 0.6 and abs(figures["spearman"]) <= 0.3, (
+                baseline.__name__,
+                figures,
+            )
 
 
 def test_recolour_instruction_changes_only_the_named_object():
