@@ -13,7 +13,6 @@ import json
 import os
 import sys
 import textwrap
-import time
 from importlib.metadata import EntryPoint, PackageNotFoundError, entry_points, version
 from pathlib import Path
 
@@ -168,7 +167,7 @@ def _formats_help() -> str:
     return ", ".join(sorted(FORMATS))
 
 
-def _common_options(parser: argparse.ArgumentParser, records: str) -> None:
+def add_common_options(parser: argparse.ArgumentParser, records: str) -> None:
     """The options ``score`` and ``eval`` share: batching, device, format, bad records, trust."""
     parser.add_argument(
         "--batch-size", type=int, default=32, metavar="N",
@@ -189,88 +188,9 @@ def _common_options(parser: argparse.ArgumentParser, records: str) -> None:
 
 
 def _score(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(
-        formatter_class=HelpFormatter,
-        prog="mmreward score",
-        description="Score every record of a data file and write one JSON line per record, as it goes. "
-        "Records need no labels: a prompt and a candidate (response, image, images, video, "
-        "source_image + image, point_cloud + action) is enough; labelled records (preference, rating, "
-        "ranking) are scored too, their labels echoed. Output schema per kind: docs/scoring.md.",
-        epilog="Ends with a summary on stderr (records scored, skipped, bad, seconds, records/s) and the "
-        "counts as JSON on stdout. Exit status 2 on bad input, naming file, line, id and field.",
-    )
-    source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument(
-        "--model",
-        metavar="DIR",
-        help="a saved model: a folder from save_pretrained / mmreward fit, or a .ckpt",
-    )
-    source.add_argument(
-        "--reward", metavar="CLASS_PATH",
-        help="instead of --model, the import path of any reward class (mmreward.protocols.Reward), "
-        "e.g. mypkg.rewards.MyReward",
-    )  # fmt: skip
-    parser.add_argument(
-        "--reward-args", default="{}", metavar="JSON", help="the --reward class's init args as a JSON object"
-    )
-    parser.add_argument(
-        "--input", required=True, metavar="FILE",
-        help="records to score: .jsonl, .json, .csv or .parquet; media paths relative to the file",
-    )  # fmt: skip
-    parser.add_argument(
-        "--output", required=True, metavar="FILE",
-        help="JSONL file to write, one line per record (line, id, score, ...); replaced unless --resume",
-    )  # fmt: skip
-    parser.add_argument(
-        "--resume", action="store_true",
-        help="keep what --output already holds and score only the input lines not in it",
-    )  # fmt: skip
-    parser.add_argument(
-        "--skip-bad", action="store_true",
-        help="skip bad records (warned and counted, each named in OUTPUT's .bad.jsonl) instead of stopping",
-    )  # fmt: skip
-    parser.add_argument(
-        "--media-root", default=None, metavar="DIR", help="refuse media paths that resolve outside DIR"
-    )
-    parser.add_argument(
-        "--max-pixels", type=int, default=None, metavar="N",
-        help="refuse images of more than N pixels, before decoding them (default 64 Mpx)",
-    )  # fmt: skip
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar (it is drawn on stderr)")
-    _common_options(parser, "records")
-    args = parser.parse_args(argv)
-    from mmreward.batch_scoring import bad_path, score_file
-    from mmreward.data.validation import set_media_policy
-    from mmreward.scoring import load
+    from mmreward.cli_score import score_main  # it imports this module's shared options
 
-    set_media_policy(
-        media_root=args.media_root, **({"max_pixels": args.max_pixels} if args.max_pixels else {})
-    )
-    if args.reward:
-        scorer = build_reward(args.reward, args.reward_args)
-    else:
-        scorer = load(
-            args.model, device=args.device, batch_size=args.batch_size, trust_config=args.trust_config
-        )
-    began = time.perf_counter()
-    counts = score_file(
-        scorer, args.input, args.output, args.resume, args.skip_bad, args.format,
-        progress=not args.no_progress, batch_size=args.batch_size,
-    )  # fmt: skip
-    seconds = time.perf_counter() - began
-    print(score_summary(counts, seconds, args.output, bad_path(args.output)), file=sys.stderr)
-    print(json.dumps(counts))
-    return 0
-
-
-def score_summary(counts: dict[str, int], seconds: float, output: str | Path, bad_file: str | Path) -> str:
-    """The line ``mmreward score`` ends with: records scored, skipped, bad, seconds, records/s."""
-    rate = counts["scored"] / seconds if seconds > 0 else float("inf")
-    bad = f"{counts['bad']} bad" + (f" (named in {bad_file})" if counts["bad"] else "")
-    return (
-        f"mmreward score: {counts['scored']} records scored, {counts['skipped_done']} skipped "
-        f"(already in the output), {bad}; {seconds:.1f} s, {rate:.1f} records/s; wrote {output}"
-    )
+    return score_main(argv)
 
 
 def _eval(argv: list[str]) -> int:
@@ -310,7 +230,7 @@ def _eval(argv: list[str]) -> int:
     parser.add_argument(
         "--skip-bad", action="store_true", help="skip bad records (logged and counted) instead of stopping"
     )
-    _common_options(parser, "samples")
+    add_common_options(parser, "samples")
     args = parser.parse_args(argv)
     from mmreward.data.records import read_records
     from mmreward.eval_report import write_report
