@@ -153,3 +153,15 @@ def test_images_reach_a_vision_language_model_locally_and_over_http(tmp_path):
     assert local[0].logprobs != pytest.approx(local[1].logprobs)  # the pixels changed what the model saw
     with pytest.raises(ValueError, match="text-only"):
         TransformersBackend.from_model(vlm.model, vlm.tokenizer).generate(requests[:1], PARAMS)
+
+
+def test_local_backend_samples_n_outputs_per_request_and_warns_that_it_cannot_guide(tiny_lm, requests_):
+    backend = TransformersBackend(str(tiny_lm), batch_size=8)
+    params = SamplingParams(max_new_tokens=6, temperature=1.0, top_logprobs=2, seed=0, n=3)
+    gens = backend.generate(requests_[:2], params)
+    assert [len(g.samples) for g in gens] == [3, 3]
+    assert all(g.samples[0].text == g.text and g.samples[0].tokens == g.tokens for g in gens)
+    again = backend.generate(requests_[:2], params)
+    assert [[s.text for s in g.samples] for g in gens] == [[s.text for s in g.samples] for g in again]
+    with pytest.warns(UserWarning, match="guided_choice is ignored"):
+        backend.generate(requests_[:1], SamplingParams(max_new_tokens=2, guided_choice=["1", "2"]))
