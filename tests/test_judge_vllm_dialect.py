@@ -245,3 +245,21 @@ def test_connect_errors_are_retried_then_named():
             [[{"role": "user", "content": "x"}]], SamplingParams()
         )
     assert "Request 0 of 1" in gen.error and "after 2 tries" in gen.error and "ConnectError" in gen.error
+
+
+def test_the_test_server_answers_in_the_shape_the_official_openai_client_reads():
+    openai = pytest.importorskip("openai")
+    httpx = pytest.importorskip("httpx")
+    body = OpenAIBackend("http://unused/v1", model=MODEL).payload(
+        [{"role": "user", "content": "shape"}], SamplingParams(max_new_tokens=32, top_logprobs=3, n=2)
+    )
+    with serve_vllm_dialect() as (url, _), httpx.Client(base_url=url) as client:
+        data = client.post("/chat/completions", json=body).json()
+    parsed = openai.types.chat.ChatCompletion.model_validate(data)
+    assert [c.index for c in parsed.choices] == [0, 1]
+    token = parsed.choices[0].logprobs.content[-1]
+    assert token.bytes == list(token.token.encode()) and len(token.top_logprobs) == 3
+    gen = generation_from_openai(data)
+    assert gen.tokens[-1] == token.token and gen.top_logprobs[-1] == {
+        t.token: t.logprob for t in token.top_logprobs
+    }

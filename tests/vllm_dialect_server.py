@@ -195,7 +195,13 @@ class Handler(BaseHTTPRequestHandler):
         choices = [choice(body, prompt, i) for i in range(int(body.get("n", 1)))]
         return (
             200,
-            {"id": "chatcmpl-test", "object": "chat.completion", "model": MODEL, "choices": choices},
+            {
+                "id": "chatcmpl-test",
+                "object": "chat.completion",
+                "created": int(time.time()),
+                "model": MODEL,
+                "choices": choices,
+            },
             {},
         )
 
@@ -212,7 +218,9 @@ def serve_vllm_dialect(
         delay_s,
         retry_after,
     )
-    thread = threading.Thread(target=server.serve_forever, daemon=True, name="vllm-dialect-server")
+    thread = threading.Thread(
+        target=server.serve_forever, args=(0.05,), daemon=True, name="vllm-dialect-server"
+    )
     thread.start()
     try:
         yield f"http://127.0.0.1:{server.server_address[1]}/v1", server.state
