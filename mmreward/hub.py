@@ -115,6 +115,22 @@ HUB: dict[str, HubEntry] = {
         paper="Xu et al., 2023, ImageReward (arXiv:2304.05977)",
         extra_files={"tokenizer": "a bert-base-uncased tokenizer: a hub id or a local folder"},
     ),
+    "hpsv3": HubEntry(
+        model={
+            "class_path": "modalities.hub.hpsv3.HPSv3Reward",
+            "init_args": {"model_name_or_path": "Qwen/Qwen2-VL-7B-Instruct", "weight_dtype": "bfloat16"},
+        },
+        measures="human preference of a text-to-image generation (HPDv3); mu of Qwen2-VL-7B's Gaussian "
+        "reward at <|Reward|> (sigma reported)",
+        license="MIT (HPSv3); Apache-2.0 (Qwen2-VL-7B-Instruct, its base)",
+        repo_id="MizzenAI/HPSv3",
+        filename="HPSv3.safetensors",
+        paper="Ma et al., 2025, HPSv3: Towards Wide-Spectrum Human Preference Score (arXiv:2508.03789)",
+        extra_files={
+            "model_name_or_path": "Qwen2-VL-7B-Instruct's config, tokenizer and processor (a hub id or a "
+            "local folder); its weights are not read, the checkpoint holds them all"
+        },
+    ),
 }
 """Named public reward models. Add one by adding an entry; the class it names does the rest."""
 

@@ -70,8 +70,8 @@ def meta_open_clip():
 def test_unknown_names_get_the_closest_hub_names():
     with pytest.raises(ValueError, match=r"'pickscore'.*Hub models: aesthetic-v2, clipscore"):
         mr.load("pickscore-v1")
-    with pytest.raises(ValueError, match=r"Did you mean 'hpsv2'"):
-        mr.load("hpsv3")
+    with pytest.raises(ValueError, match=r"Did you mean 'hpsv3', 'hpsv2'"):
+        mr.load("hpsv4")
     with pytest.raises(FileNotFoundError, match=r"No model at .*Did you mean 'hpsv2.1'"):
         mr.load("hpsv2.2")
 
