@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from mmreward.batch_scoring import Shard
-from mmreward.cli import HelpFormatter, add_common_options, build_reward
+from mmreward.cli_options import HelpFormatter, add_common_options, build_reward
 
 TORCHRUN_ENV = (("RANK", "WORLD_SIZE"), ("LOCAL_RANK", "LOCAL_WORLD_SIZE"))
 

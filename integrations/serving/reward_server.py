@@ -65,7 +65,7 @@ class RewardSource:
 
     def build(self, device: str) -> Any:
         """The reward, on ``device`` unless ``self.device`` names another."""
-        from mmreward.cli import build_reward
+        from mmreward.cli_options import build_reward
         from mmreward.scoring import load
 
         if self.reward:
@@ -229,7 +229,7 @@ def create_server(
 
 def build_parser() -> argparse.ArgumentParser:
     """``mmreward serve``'s options."""
-    from mmreward.cli import TRUST_HELP, HelpFormatter
+    from mmreward.cli_options import TRUST_HELP, HelpFormatter
     from mmreward.cli_errors import DEBUG_HELP
 
     parser = argparse.ArgumentParser(

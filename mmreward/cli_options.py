@@ -1,0 +1,60 @@
+"""What the ``score`` and ``eval`` commands share: options, help layout, building a named reward."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import textwrap
+
+from mmreward.cli_errors import DEBUG_HELP
+
+TRUST_HELP = (
+    "build any class the model's config names, not only mmreward's own (only for a model folder you trust)"
+)
+
+
+class HelpFormatter(argparse.HelpFormatter):
+    """argparse's help, without breaking names such as ``genai-bench-video`` at their hyphens."""
+
+    def _split_lines(self, text: str, width: int) -> list[str]:
+        return textwrap.wrap(" ".join(text.split()), width, break_on_hyphens=False)
+
+
+def build_reward(path: str, init_args: str = "{}"):
+    """The reward ``mmreward score --reward PATH --reward-args JSON`` names: its class, built with the args."""
+    from mmreward.configurable import import_path
+    from mmreward.protocols import check_reward
+
+    try:
+        kwargs = json.loads(init_args)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"--reward-args must be a JSON object; got {init_args!r} ({err.msg}).") from err
+    if not isinstance(kwargs, dict):
+        raise ValueError(f"--reward-args must be a JSON object such as '{{\"k\": 1}}'; got {init_args!r}.")
+    return check_reward(import_path(path)(**kwargs), f"mmreward score --reward {path}")
+
+
+def _formats_help() -> str:
+    from mmreward.data.formats import FORMATS
+
+    return ", ".join(sorted(FORMATS))
+
+
+def add_common_options(parser: argparse.ArgumentParser, records: str) -> None:
+    """The options ``score`` and ``eval`` share: batching, device, format, bad records, trust."""
+    parser.add_argument(
+        "--batch-size", type=int, default=32, metavar="N",
+        help=f"{records} per batch sent to the model (default 32); lower it if the device runs out of memory",
+    )  # fmt: skip
+    parser.add_argument(
+        "--device", default=None, metavar="DEVICE",
+        help="where the model runs: cpu, cuda, cuda:1, mps, ... (default: cuda when available, else cpu; "
+        "bf16 autocast on GPUs that have it)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--format", default=None, metavar="NAME",
+        help="read the data file in a public format instead of the canonical schema (docs/data.md); "
+        f"one of: {_formats_help()}",
+    )  # fmt: skip
+    parser.add_argument("--trust-config", action="store_true", help=TRUST_HELP)
+    parser.add_argument("--debug", action="store_true", help=DEBUG_HELP)
