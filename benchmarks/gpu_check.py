@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.util
 import json
 import os
 import socket
@@ -381,6 +382,8 @@ def section(results: dict[str, Any], name: str, output: Path | None) -> Iterator
     print(f"[gpu_check] {name} ...", flush=True)
     try:
         yield entry
+    except ModuleNotFoundError as err:  # an optional part missing on this machine: skipped, not failed
+        entry["skipped"] = str(err)
     except Exception as err:
         entry["error"] = f"{type(err).__name__}: {err}"
         entry["traceback"] = traceback.format_exc()[-2000:]
@@ -463,6 +466,8 @@ def main(argv: list[str] | None = None) -> int:
         with section(results, "bf16_lm", args.output) as entry:
             entry |= check_bf16(model, batch, args.score_tol, args.grad_cos)
         with section(results, "bf16_clip", args.output) as entry:
+            if importlib.util.find_spec("open_clip") is None:
+                raise ModuleNotFoundError("open_clip is not installed here; carry open_clip_torch as a wheel")
             clip, clip_batch = clip_reward_model(device)
             entry |= check_bf16(clip, clip_batch, args.score_tol, args.grad_cos)
             entry["train_step"] = time_training(clip, clip_batch, device, steps, args.warmup)
