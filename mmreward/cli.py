@@ -82,31 +82,32 @@ examples:
 
 
 def export_trained(trainer, module) -> Path | None:
-    """Load the best checkpoint's weights into ``module`` and save it to ``<default_root_dir>/model``.
+    """Save the best checkpoint's weights (else the last) to ``<default_root_dir>/model``; rank 0 writes.
 
-    A module with its own ``export(directory)`` (e.g. a judge's SFT module) is asked to do it;
-    otherwise its ``model`` is saved with ``mmreward.scoring.save_pretrained``.
+    Every rank calls it: under FSDP and DeepSpeed the weights are gathered from all of them
+    (``mmreward.distributed.trained_model``). A module with its own ``export(directory)`` (e.g. a
+    judge's SFT module) is asked to do it; otherwise its ``model`` is saved with
+    ``mmreward.scoring.save_pretrained``.
     """
     import torch
 
+    from mmreward.distributed import best_checkpoint, trained_model
     from mmreward.scoring import save_pretrained
 
-    if not trainer.is_global_zero:
-        return None
-    callback = trainer.checkpoint_callback
-    best = getattr(callback, "best_model_path", "") if callback is not None else ""
-    if best:
-        state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]
-        module.load_state_dict(state)
+    best = best_checkpoint(trainer)
     directory = Path(trainer.default_root_dir) / "model"
     if callable(getattr(module, "export", None)):
+        if not trainer.is_global_zero:
+            return None
+        if best:
+            module.load_state_dict(torch.load(best, map_location="cpu", weights_only=True)["state_dict"])
         module.export(directory)
     else:
-        save_pretrained(
-            module.model,
-            directory,
-            metadata={"name": getattr(module.model, "name", "reward-model"), "checkpoint": best},
-        )
+        model = trained_model(trainer, module)
+        if model is None:
+            return None
+        metadata = {"name": getattr(model, "name", "reward-model"), "checkpoint": best}
+        save_pretrained(model, directory, metadata=metadata)
     print(f"mmreward: exported the {'best' if best else 'last'} model to {directory}")
     return directory
 

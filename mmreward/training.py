@@ -3,10 +3,13 @@
 One module trains on pairs (Bradley-Terry family), ratings (regression), rankings
 (Plackett-Luce) and process records (per-step BCE, ``mmreward.prm``): the batch's kind picks the loss term. Validation and test metrics are computed
 from every rank's predictions (gathered across processes), so DDP reports the full-set figures.
+Training data is drawn by ``mmreward.distributed.ResumableSampler``: the same global batches on any
+number of processes, and a mid-epoch resume continues the epoch's order (docs/scale-out.md).
 """
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -21,6 +24,7 @@ from torch.utils.data import DataLoader
 from mmreward.configurable import Configurable, to_config
 from mmreward.data.collate import Collator, PairBatch, ProcessBatch, RankingBatch, RatingBatch
 from mmreward.data.records import Record, read_records
+from mmreward.distributed import ResumableDataLoader, ResumableSampler, data_seed, global_batch_size
 from mmreward.guards import check_loss
 from mmreward.losses import RewardLoss
 from mmreward.metrics import (
@@ -32,6 +36,8 @@ from mmreward.metrics import (
     ranking_pair_accuracy,
     step_auroc,
 )
+
+log = logging.getLogger(__name__)
 
 OptimizerCallable = Callable[[Iterable[torch.nn.Parameter]], torch.optim.Optimizer]
 SchedulerCallable = Callable[[torch.optim.Optimizer], torch.optim.lr_scheduler.LRScheduler]
@@ -244,6 +250,19 @@ class RewardModule(L.LightningModule):
             "lr_scheduler": {"scheduler": self.scheduler_factory(optimizer), "interval": "step"},
         }
 
+    def configure_gradient_clipping(
+        self, optimizer: torch.optim.Optimizer, gradient_clip_val=None, gradient_clip_algorithm=None
+    ) -> None:
+        """Lightning's clipping, and under FSDP clipping by the norm over every rank's shard."""
+        from torch.distributed.fsdp import FullyShardedDataParallel
+
+        root = self.trainer.strategy.model
+        by_norm = gradient_clip_val and gradient_clip_algorithm in (None, "norm")
+        if by_norm and isinstance(root, FullyShardedDataParallel):  # Lightning's FSDP plugin refuses it
+            root.clip_grad_norm_(gradient_clip_val)
+            return
+        self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["mmreward"] = {"model": to_config(self.model)}
 
@@ -261,10 +280,13 @@ class RewardDataModule(L.LightningDataModule):
         synthetic: A world with ``write(root) -> {split: path}`` (``mmreward.data.synthetic``).
         data_root: Where the synthetic world writes; default ``<default_root_dir>/data``.
         field_map: Renames or a format name (see ``mmreward.data.records.read_records``).
-        batch_size: Records per batch (a pair counts once; it is two samples in one forward).
+        batch_size: Records per batch on each device (a pair counts once; it is two samples in one
+            forward). An optimizer step sees ``batch_size x devices x accumulate_grad_batches`` records.
         eval_batch_size: Records per validation/test batch; default ``batch_size``.
         num_workers: Data-loader worker processes (media decoding runs there).
         skip_bad: Skip records that do not parse, with a warning, instead of failing.
+        seed: Seed of the training order (a permutation per epoch, the same on every rank); default
+            the job's ``seed_everything`` value, else 0.
     """
 
     def __init__(
@@ -279,6 +301,7 @@ class RewardDataModule(L.LightningDataModule):
         eval_batch_size: int | None = None,
         num_workers: int = 0,
         skip_bad: bool = False,
+        seed: int | None = None,
     ) -> None:
         super().__init__()
         self.files = {"train": train, "val": val, "test": test}
@@ -289,7 +312,7 @@ class RewardDataModule(L.LightningDataModule):
             )
         self.data_root, self.field_map = data_root, field_map
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size or batch_size
-        self.num_workers, self.skip_bad = num_workers, skip_bad
+        self.num_workers, self.skip_bad, self.seed = num_workers, skip_bad, seed
         self.records: dict[str, list[Record]] = {}
 
     def _root(self) -> Path:
@@ -314,29 +337,39 @@ class RewardDataModule(L.LightningDataModule):
         model = self.trainer.lightning_module.model
         return Collator(model.collate, getattr(model, "aspects", []))
 
-    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+    def _records(self, split: str) -> list[Record]:
         if split not in self.records:
             raise ValueError(
                 f"No {split} data: pass --data.{split} or a synthetic world that writes a {split} split."
             )
-        size = self.batch_size if split == "train" else self.eval_batch_size
-        return DataLoader(
-            self.records[split],
-            batch_size=size,
-            shuffle=shuffle,
-            collate_fn=self._collator(),
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-        )
+        return self.records[split]
 
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
+    def _loader_args(self) -> dict[str, Any]:
+        workers = self.num_workers
+        return {"collate_fn": self._collator(), "num_workers": workers, "persistent_workers": workers > 0}
+
+    def _eval_loader(self, split: str) -> DataLoader:
+        # under DDP/FSDP Lightning shards it with a DistributedSampler (padded so every rank runs alike)
+        return DataLoader(self._records(split), batch_size=self.eval_batch_size, **self._loader_args())
+
+    def train_dataloader(self) -> ResumableDataLoader:
+        trainer = self.trainer
+        replicas, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
+        records = self._records("train")
+        sampler = ResumableSampler(records, replicas, rank, self.batch_size, seed=data_seed(self.seed))
+        if trainer is not None:
+            log.info(
+                "global batch: %d records per optimizer step = %d per device x %d processes x %d accumulated",
+                global_batch_size(self.batch_size, trainer), self.batch_size, replicas,
+                trainer.accumulate_grad_batches,
+            )  # fmt: skip
+        return ResumableDataLoader(records, sampler, batch_size=self.batch_size, **self._loader_args())
 
     def val_dataloader(self) -> DataLoader | list:
-        return self._loader("val", shuffle=False) if "val" in self.records else []
+        return self._eval_loader("val") if "val" in self.records else []
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)
+        return self._eval_loader("test")
 
     def predict_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)
+        return self._eval_loader("test")
