@@ -115,7 +115,6 @@ def write_config(root: Path, model: dict, lr: float, devices: int, strategy: str
             "devices": devices,
             "strategy": STRATEGIES.get(strategy, strategy),
             "accumulate_grad_batches": 2 // devices,
-            "gradient_clip_val": 0.1,  # by the global norm; under FSDP RewardModule clips across shards
             "max_steps": STEPS,
             "num_sanity_val_steps": 0,
             "logger": False,
