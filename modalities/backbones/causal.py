@@ -190,10 +190,15 @@ class CausalBackbone(nn.Module, abc.ABC):
             messages, tokenize=False, add_generation_prompt=not with_response
         )
 
+    def full_render(self, sample: Sample) -> tuple[str, dict[str, list[Any]]]:
+        """The text a sample is scored on (its chat rendering, then the reward token if pooled
+        there) and its media, from one ``render``."""
+        text, media = self.render(sample)
+        return (text + self.reward_token if self.pooling == "reward_token" else text), media
+
     def full_text(self, sample: Sample) -> str:
-        """The text a sample is scored on: its chat rendering, then the reward token if pooled there."""
-        text, _ = self.render(sample)
-        return text + self.reward_token if self.pooling == "reward_token" else text
+        """The text a sample is scored on; see ``full_render``."""
+        return self.full_render(sample)[0]
 
     def collate(self, samples: list[Sample]) -> dict[str, Any]:
         """Render each sample with the chat template and tokenize the batch (CPU tensors).
@@ -209,8 +214,9 @@ class CausalBackbone(nn.Module, abc.ABC):
                 return shared
         texts, media = [], {"images": [], "videos": []}
         for sample in samples:
-            texts.append(self.full_text(sample))
-            for kind, items in self.render(sample)[1].items():
+            text, sample_media = self.full_render(sample)  # one render: media are loaded once
+            texts.append(text)
+            for kind, items in sample_media.items():
                 media[kind].extend(items)
         return self.encode(texts, media)
 

@@ -94,16 +94,134 @@ class LMBackbone(CausalBackbone, Configurable):
         return sample.prompt
 
     def collate(self, samples: list[Sample]) -> dict[str, Any]:
-        """Render and tokenize the samples; a sample longer than ``max_length`` raises an error."""
+        """Render and tokenize each sample once, then lay the batch out (CPU tensors).
+
+        Layouts, first that applies: one prompt for the whole batch -> the shared-prefix layout
+        (``CausalBackbone.forward_shared``); some prompts repeat -> prompt-packed rows
+        (``collate_packed``); otherwise plain padded rows. A sample longer than ``max_length``
+        raises an error naming it.
+        """
+        if not samples:
+            raise ValueError("collate got no samples; pass at least one.")
+        ids = self.tokenizer([self.full_text(s) for s in samples], add_special_tokens=False)["input_ids"]
         if self.max_length is not None:
-            for sample in samples:
-                length = len(self.tokenizer(self.full_text(sample), add_special_tokens=False)["input_ids"])
-                if length > self.max_length:
+            for sample, tokens in zip(samples, ids):
+                if len(tokens) > self.max_length:
                     raise ValueError(
-                        f"{sample.where('response')}: the sample is {length} tokens long, more than "
+                        f"{sample.where('response')}: the sample is {len(tokens)} tokens long, more than "
                         f"max_length={self.max_length}. Raise max_length or shorten the record."
                     )
-        return super().collate(samples)
+        if self.shared_prefix and len(samples) > 1:
+            keys = [self.shared_key(s) for s in samples]
+            if len(set(keys)) == 1 and not self.gradient_checkpointing:
+                shared = self.collate_shared_ids(ids)
+                if shared is not None:
+                    return shared
+            if self.transformer.config._attn_implementation in PACKED_ATTENTION:
+                packed = self.collate_packed(ids, keys)
+                if packed is not None:
+                    return packed
+        return self.pad(ids)
+
+    def pad(self, ids: list[list[int]]) -> dict[str, torch.Tensor]:
+        """Plain padded rows (on the tokenizer's padding side) with positions counting real tokens."""
+        width = max(len(tokens) for tokens in ids)
+        input_ids = torch.full((len(ids), width), self.tokenizer.pad_token_id or 0, dtype=torch.long)
+        mask = torch.zeros((len(ids), width), dtype=torch.long)
+        for row, tokens in enumerate(ids):
+            cols = (
+                slice(width - len(tokens), width)
+                if self.tokenizer.padding_side == "left"
+                else slice(len(tokens))
+            )
+            input_ids[row, cols] = torch.tensor(tokens)
+            mask[row, cols] = 1
+        positions = (mask.cumsum(dim=1) - 1).clamp(min=0)
+        return {"input_ids": input_ids, "attention_mask": mask, "position_ids": positions}
+
+    def collate_shared_ids(self, ids: list[list[int]]) -> dict[str, Any] | None:
+        """The shared-prefix layout of ``forward_shared``: the tokens every sample starts with, once,
+        then each sample's remaining tokens. Split on the tokenized whole, so it is exact whatever the
+        tokenizer does at the seam; None when the samples share no token."""
+        shared = common_prefix_length(ids)
+        if shared == 0:
+            return None
+        tails = [tokens[shared:] for tokens in ids]
+        prefix = torch.tensor(ids[0][:shared])[None]  # (1, L)
+        rest = self.pad(tails)
+        ones = torch.ones_like(prefix)
+        return {
+            "prefix": {"input_ids": prefix, "attention_mask": ones},
+            "continuation_ids": rest["input_ids"],
+            "continuation_mask": rest["attention_mask"],
+        }
+
+    def collate_packed(self, ids: list[list[int]], keys: list[Any]) -> dict[str, Any] | None:
+        """Prompt-packed rows: the samples of one prompt (a pair's chosen and rejected) share a row,
+        their common leading tokens once, then each sample's own tokens, which attend to those and
+        to themselves only (``packed_attention_mask``) at the positions they have alone. The
+        features equal the plain layout's; None when packing would not save tokens.
+
+        A row grows to at most twice the longest sample, so attention per row stays bounded when
+        many samples share a prompt.
+        """
+        groups: dict[Any, list[int]] = {}
+        for i, key in enumerate(keys):
+            groups.setdefault(key, []).append(i)
+        if len(groups) == len(ids):
+            return None
+        if self.reward_token_id is not None and any(t[-1] != self.reward_token_id for t in ids):
+            return None  # the reward token is not last: let the plain layout find (or miss) it
+        longest = max(len(tokens) for tokens in ids)
+        rows: list[tuple[list[int], list[int], list[int]]] = []  # (tokens, positions, segments)
+        ends: list[tuple[int, int, int]] = []  # (sample, row, column of its last token)
+        for members in groups.values():
+            shared = common_prefix_length([ids[i] for i in members])
+            row: tuple[list[int], list[int], list[int]] | None = None
+            for i in members:
+                tail = ids[i][shared:]
+                if row is None or len(row[0]) + len(tail) > 2 * longest:
+                    row = (ids[i][:shared], list(range(shared)), [0] * shared)
+                    rows.append(row)
+                tokens, positions, segments = row
+                segment = (segments[-1] if segments else 0) + 1
+                tokens += tail
+                positions += range(shared, shared + len(tail))
+                segments += [segment] * len(tail)
+                ends.append((i, len(rows) - 1, len(tokens) - 1))
+        width = max(len(r[0]) for r in rows)
+        if len(rows) * width >= len(ids) * longest:
+            return None
+        input_ids = torch.full((len(rows), width), self.tokenizer.pad_token_id or 0, dtype=torch.long)
+        position_ids = torch.zeros((len(rows), width), dtype=torch.long)
+        segment_ids = torch.full((len(rows), width), -1, dtype=torch.long)
+        for r, (tokens, positions, segments) in enumerate(rows):
+            input_ids[r, : len(tokens)] = torch.tensor(tokens)
+            position_ids[r, : len(tokens)] = torch.tensor(positions)
+            segment_ids[r, : len(tokens)] = torch.tensor(segments)
+        index = torch.zeros(len(ids), dtype=torch.long)
+        for i, r, col in ends:
+            index[i] = r * width + col
+        return {"input_ids": input_ids, "position_ids": position_ids, "segments": segment_ids, "index": index}
+
+    def forward(self, inputs: dict[str, Any]) -> torch.Tensor:
+        if "segments" in inputs:
+            return self.forward_packed(inputs)
+        return super().forward(inputs)
+
+    def forward_packed(self, inputs: dict[str, Any]) -> torch.Tensor:
+        """(N, D) float32 features of prompt-packed rows (``collate_packed``), in sample order."""
+        impl = self.transformer.config._attn_implementation
+        dtype = self.transformer.get_input_embeddings().weight.dtype
+        mask = packed_attention_mask(inputs["segments"], additive=impl == "eager", dtype=dtype)
+        out = self.model(
+            input_ids=inputs["input_ids"],
+            attention_mask=mask,
+            position_ids=inputs["position_ids"],
+            use_cache=False,
+        )
+        hidden = out.last_hidden_state.flatten(0, 1)  # (R * T, D)
+        return hidden[inputs["index"]].float()
 
     def encode(self, texts: list[str], media: dict[str, list[Any]]) -> dict[str, torch.Tensor]:
         batch = self.tokenizer(texts, padding=True, add_special_tokens=False, return_tensors="pt")
@@ -111,3 +229,40 @@ class LMBackbone(CausalBackbone, Configurable):
         # positions count real tokens only, so left padding does not shift them
         positions = (mask.long().cumsum(dim=1) - 1).clamp(min=0)
         return {"input_ids": batch["input_ids"], "attention_mask": mask, "position_ids": positions}
+
+
+PACKED_ATTENTION = ("sdpa", "eager")
+"""Attention implementations that take the custom 4-D mask of prompt-packed rows."""
+
+
+def common_prefix_length(ids: list[list[int]]) -> int:
+    """How many leading tokens all sequences share, leaving each at least one token of its own."""
+    shared = min(len(tokens) for tokens in ids) - 1
+    first = ids[0]
+    for tokens in ids[1:]:
+        shared = next((j for j in range(shared) if tokens[j] != first[j]), shared)
+    return max(shared, 0)
+
+
+def packed_attention_mask(
+    segments: torch.Tensor, additive: bool = False, dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
+    """(R, 1, T, T) mask of prompt-packed rows: causal, a token sees the shared tokens (segment 0)
+    and its own segment, padding (-1) sees only itself (no empty softmax row, no NaN).
+
+    Args:
+        segments: (R, T) 0 for shared tokens, k >= 1 for the k-th sample's tokens, -1 for padding.
+        additive: A float mask (0 or the dtype's minimum) for eager attention; else boolean (SDPA).
+        dtype: The float mask's dtype.
+    """
+    width = segments.shape[1]
+    query, key = segments[:, :, None], segments[:, None, :]  # (R, T, 1), (R, 1, T)
+    causal = torch.ones(width, width, dtype=torch.bool, device=segments.device).tril()
+    allowed = causal & (query >= 0) & (key >= 0) & ((key == 0) | (key == query))
+    allowed |= torch.eye(width, dtype=torch.bool, device=segments.device)
+    allowed = allowed[:, None]
+    if not additive:
+        return allowed
+    return torch.zeros(allowed.shape, dtype=dtype, device=segments.device).masked_fill(
+        ~allowed, torch.finfo(dtype).min
+    )

@@ -1,0 +1,118 @@
+"""LMBackbone's batch layouts: prompt-packed rows (a pair's chosen and rejected in one row, the
+prompt once) and the one-prompt shared-prefix layout give the features and gradients of the plain
+padded forward; the plain layout built from the tokenized ids equals the tokenizer's own padding."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mmreward.types import Sample
+from modalities.backbones.lm import LMBackbone, common_prefix_length, packed_attention_mask
+from tests.vlm_helpers import build_tiny_causal_lm
+
+
+@pytest.fixture(scope="module")
+def tiny_lm(tmp_path_factory):
+    return build_tiny_causal_lm(tmp_path_factory.mktemp("tiny-lm-packing") / "qwen3")
+
+
+PROMPTS = ["repeat the word cat", "repeat the words red star", "what is 12 plus 7"]
+CHOSEN = ["cat", "red star", "19"]
+REJECTED = ["dog", "star red and more", "21"]
+# as the Collator lays out a PairBatch: the chosen samples, then the rejected ones
+PAIRS = [Sample(prompt=p, response=r) for p, r in zip(PROMPTS, CHOSEN)] + [
+    Sample(prompt=p, response=r) for p, r in zip(PROMPTS, REJECTED)
+]
+
+
+def plain_and_packed(backbone: LMBackbone, samples: list[Sample]) -> tuple[dict, dict]:
+    backbone.shared_prefix = False
+    plain = backbone.collate(samples)
+    backbone.shared_prefix = True
+    return plain, backbone.collate(samples)
+
+
+@pytest.mark.parametrize("attn", ["sdpa", "eager"])
+@pytest.mark.parametrize("pooling", ["last", "reward_token"])
+def test_packed_pairs_give_the_plain_features_and_gradients(tiny_lm, pooling, attn):
+    torch.manual_seed(0)
+    backbone = LMBackbone(str(tiny_lm), pooling=pooling, attn_implementation=attn)
+    plain, packed = plain_and_packed(backbone, PAIRS)
+    assert "segments" in packed and packed["input_ids"].shape[0] == len(PROMPTS)  # one row a pair
+    assert packed["input_ids"].numel() < plain["input_ids"].numel()
+    weights = [p for p in backbone.parameters() if p.requires_grad]
+    grads = []
+    for inputs in (plain, packed):
+        features = backbone(inputs)
+        grads.append(torch.autograd.grad((features * torch.linspace(-1, 1, 64)).sum(), weights))
+        if inputs is plain:
+            reference = features.detach()
+    assert torch.allclose(features, reference, atol=1e-5)
+    for a, b in zip(*grads):
+        assert torch.allclose(a, b, atol=1e-5 * max(1.0, b.abs().max().item()))
+
+
+def test_many_responses_to_one_prompt_are_packed_in_bounded_rows(tiny_lm):
+    # gradient checkpointing turns the one-prompt cache layout off, so packing takes the batch
+    backbone = LMBackbone(str(tiny_lm), gradient_checkpointing=True).eval()
+    samples = [Sample(prompt="repeat the words red star", response="red " * k + "star") for k in range(1, 7)]
+    plain, packed = plain_and_packed(backbone, samples)
+    assert "segments" in packed
+    longest = int(plain["attention_mask"].sum(dim=1).max())
+    assert 1 < packed["input_ids"].shape[0] < len(samples) and packed["input_ids"].shape[1] <= 2 * longest
+    with torch.no_grad():
+        assert torch.allclose(backbone(packed), backbone(plain), atol=1e-5)
+
+
+def test_one_prompt_batch_shares_its_prefix_with_last_token_pooling(tiny_lm):
+    backbone = LMBackbone(str(tiny_lm)).eval()
+    samples = [Sample(prompt="repeat the word cat", response=r) for r in ("cat", "cat cat", "dog")]
+    plain, shared = plain_and_packed(backbone, samples)
+    assert "prefix" in shared
+    with torch.no_grad():
+        assert torch.allclose(backbone(shared), backbone(plain), atol=1e-5)
+
+
+def test_no_repeated_prompt_keeps_the_plain_layout(tiny_lm):
+    backbone = LMBackbone(str(tiny_lm))
+    assert "segments" not in backbone.collate(PAIRS[:3]) and "prefix" not in backbone.collate(PAIRS[:3])
+
+
+@pytest.mark.parametrize("side", ["right", "left"])
+def test_plain_layout_equals_the_tokenizers_padding(tiny_lm, side):
+    backbone = LMBackbone(str(tiny_lm), shared_prefix=False)
+    backbone.tokenizer.padding_side = side
+    ours = backbone.collate(PAIRS)
+    theirs = backbone.encode([backbone.full_text(s) for s in PAIRS], {})
+    assert ours.keys() == theirs.keys()
+    for key in ours:
+        assert torch.equal(ours[key], theirs[key]), key
+
+
+def test_common_prefix_leaves_each_sequence_a_token():
+    assert common_prefix_length([[1, 2, 3, 4], [1, 2, 5]]) == 2
+    assert common_prefix_length([[1, 2, 3], [1, 2, 3]]) == 2
+    assert common_prefix_length([[7, 1], [8, 1]]) == 0
+    assert common_prefix_length([[1, 2, 3]]) == 2
+
+
+def test_packed_mask_sees_the_prompt_and_its_own_segment_only():
+    segments = torch.tensor([[0, 0, 1, 1, 2, -1]])
+    mask = packed_attention_mask(segments)[0, 0]
+    expected = torch.tensor(
+        [
+            [1, 0, 0, 0, 0, 0],
+            [1, 1, 0, 0, 0, 0],
+            [1, 1, 1, 0, 0, 0],
+            [1, 1, 1, 1, 0, 0],
+            [1, 1, 0, 0, 1, 0],
+            [0, 0, 0, 0, 0, 1],  # padding sees itself only
+        ],
+        dtype=torch.bool,
+    )
+    assert torch.equal(mask, expected)
+    additive = packed_attention_mask(segments, additive=True)[0, 0]
+    assert (
+        torch.equal(additive == 0, expected) and (additive[~expected] == torch.finfo(torch.float32).min).all()
+    )
