@@ -126,6 +126,25 @@ def cloth(seed: int, out: Path) -> dict:
     }
 
 
+def prm(seed: int, out: Path) -> dict:
+    from integrations.demos.prm import run
+
+    m = run(out, extra_args=_seeded(seed))
+    h, shuffled = m["heldout"], m["controls"]["images_shuffled"]
+    return {
+        **{f"prm.{k}": h[k] for k in ("f1", "f1_misread", "f1_arithmetic", "f1_carry", "step_auroc")},
+        **{
+            f"prm.control.{c}.{k}": f[k]
+            for c, f in m["controls"].items()
+            for k in ("f1_misread", "f1_arithmetic")
+        },
+        "prm.margin_over_images_shuffled.f1_misread": h["f1_misread"] - shuffled["f1_misread"],
+        **{f"prm.best_of_8.{k}": v for k, v in m["best_of_8"].items()},
+        "prm.weighted_vote_over_majority_at_8": m["best_of_8"]["prm_weighted_vote"]
+        - m["best_of_8"]["majority_vote"],
+    }
+
+
 TESTS = {
     "lm": "tests/test_lm_backbone.py::test_text_reward_model_learns_the_echo_world_and_reloads",
     "vlm": "tests/test_vlm_backbone.py::test_vlm_reward_model_learns_the_t2i_world",
@@ -152,7 +171,7 @@ def _test_figures(test: str):
     return figures
 
 
-FIGURES = {"t2i": t2i, "video": video, "edit": edit, "judge": judge, "cloth": cloth}
+FIGURES = {"t2i": t2i, "video": video, "edit": edit, "judge": judge, "cloth": cloth, "prm": prm}
 FIGURES |= {name: _test_figures(test) for name, test in TESTS.items()}
 
 
@@ -222,6 +241,10 @@ BARS: dict[str, tuple[str, float]] = {
     "judge.parse_failure_rate": ("<=", 0.01),
     "judge.control.shuffled_images.spearman": ("<=", 0.2),
     "judge.untrained_hit_rate": ("<=", 0.1),
+    "prm.f1": (">=", 0.7),
+    "prm.f1_misread": (">=", 0.6),
+    "prm.margin_over_images_shuffled.f1_misread": (">=", 0.1),
+    "prm.weighted_vote_over_majority_at_8": (">", 0.0),
     "cloth.heldout_pair_accuracy": (">=", 0.8),
     "cloth.untrained_pair_accuracy": ("<=", 0.7),
     "cloth.gain_over_untrained": (">=", 0.15),

@@ -377,6 +377,8 @@ class VisualMathWorld(Configurable):
         truncate_training: End the train and val chains at their first error (PRM800K's
             convention), so every label says whether its step is right given a right prefix; the
             test chains and the pools stay whole.
+        training_mix: The share of each chain kind (``correct``, ``misread``, ``arithmetic``,
+            ``carry``) in the train and val splits; None: as the test split.
         seed: Seeds every split (each split its own stream).
     """
 
@@ -390,6 +392,7 @@ class VisualMathWorld(Configurable):
         image_size: int = 48,
         correct_fraction: float = 0.4,
         truncate_training: bool = True,
+        training_mix: dict[str, float] | None = None,
         seed: int = 0,
     ) -> None:
         self.sizes = split_sizes("VisualMathWorld", train_chains, val_chains, test_chains)
@@ -403,13 +406,20 @@ class VisualMathWorld(Configurable):
         self.truncate_training, self.seed = truncate_training, seed
         wrong = (1.0 - correct_fraction) / 3
         self.mix = {"correct": correct_fraction, "misread": wrong, "arithmetic": wrong, "carry": wrong}
+        if training_mix is not None and (
+            set(training_mix) - set(ERROR_KINDS) or sum(training_mix.values()) <= 0
+        ):
+            raise ValueError(
+                f"training_mix must give non-negative shares of {', '.join(ERROR_KINDS)}; got {training_mix!r}."
+            )
+        self.training_mix = training_mix or self.mix
 
     def records(self, split: str) -> list[tuple[dict, Image.Image]]:
         """The split's records, each with its image (paths are ``images/<split>/<id>.png``)."""
         rng = np.random.default_rng([self.seed, SPLIT_STREAMS[split]])
         out = []
         for i in range(self.sizes[split]):
-            problem, chain = sample_chain(rng, self.mix)
+            problem, chain = sample_chain(rng, self.mix if split == "test" else self.training_mix)
             if self.truncate_training and split != "test" and chain.first_error >= 0:
                 end = chain.first_error + 1
                 chain = Chain(
