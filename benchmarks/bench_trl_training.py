@@ -15,7 +15,8 @@ gradient clipping:
   ``RewardModule`` + ``RewardModel(LMBackbone, LinearHead)`` + ``RewardDataModule``, at each
   setting given with ``--mmreward`` (Lightning precision ``32-true`` or ``bf16-mixed``; the config's
   ``torch.optim.AdamW`` as is or with ``fused: true``, which is what TRL's default optimizer,
-  ``adamw_torch_fused``, runs).
+  ``adamw_torch_fused``, runs). ``LMBackbone`` packs a pair's chosen and rejected into one row with
+  the prompt once (exact; ``tests/test_lm_packing.py``); ``fp32+fused+unpacked`` turns that off.
 
 The model is a Qwen3 (``tests/vlm_helpers.build_tiny_causal_lm``), the Qwen2 architecture plus
 q/k-norm: transformers loads a ``qwen2`` folder's tokenizer as its byte-level ``Qwen2Tokenizer``
@@ -29,7 +30,10 @@ Held-out accuracy: the fraction of test pairs whose chosen response scores highe
 trained model in eval mode. Peak RSS: ``ru_maxrss`` at the end of training; "RSS before" is the
 high-water mark before the first step (imports, model, data).
 
-Run: ``HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_trl_training.py [--threads 2] [--steps 300]``
+``--repeats N`` runs the whole list N times, interleaved, and reports medians (for busy machines).
+
+Run: ``HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_trl_training.py [--threads 2] [--steps 300]
+[--repeats 2]``
 """
 
 from __future__ import annotations
@@ -57,9 +61,16 @@ TRL_SETTINGS = {
     "bf16+gc": {"bf16": True, "gradient_checkpointing": True},  # TRL's defaults
 }
 MMREWARD_SETTINGS = {
-    "fp32": {"precision": "32-true", "optimizer": {}},
-    "fp32+fused": {"precision": "32-true", "optimizer": {"fused": True}},  # what TRL's default optim does
-    "bf16": {"precision": "bf16-mixed", "optimizer": {}},
+    "fp32": {"precision": "32-true", "optimizer": {}, "backbone": {}},
+    # what TRL's default optimizer (adamw_torch_fused) runs
+    "fp32+fused": {"precision": "32-true", "optimizer": {"fused": True}, "backbone": {}},
+    # the same without prompt packing: every sample in its own padded row, as TRL does
+    "fp32+fused+unpacked": {
+        "precision": "32-true",
+        "optimizer": {"fused": True},
+        "backbone": {"shared_prefix": False},
+    },
+    "bf16": {"precision": "bf16-mixed", "optimizer": {}, "backbone": {}},
 }
 # no "bf16+fused": Lightning's bf16-mixed plugin refuses gradient clipping with a fused optimizer
 
@@ -195,7 +206,11 @@ def mmreward_config(args: argparse.Namespace) -> dict:
                     "init_args": {
                         "backbone": {
                             "class_path": "modalities.backbones.lm.LMBackbone",
-                            "init_args": {"model_name_or_path": args.model_dir, "pooling": "last"},
+                            "init_args": {
+                                "model_name_or_path": args.model_dir,
+                                "pooling": "last",
+                                **setting["backbone"],
+                            },
                         },
                         "head": {"class_path": "mmreward.heads.LinearHead"},
                     },
@@ -287,6 +302,21 @@ def run_mmreward(args: argparse.Namespace) -> dict:
 # -- driver ---------------------------------------------------------------------------------------
 
 
+def summarize(results: list[dict]) -> dict[tuple[str, str], dict]:
+    """Per (path, setting): median and best pairs/s over the repeats; accuracy and peak RSS (which do
+    not depend on the machine's load) from the first run."""
+    summary: dict[tuple[str, str], dict] = {}
+    for r in results:
+        row = summary.setdefault((r["path"], r["setting"]), {**r, "speeds": []})
+        row["speeds"].append(r["pairs_per_s"])
+    for row in summary.values():
+        speeds = sorted(row["speeds"])
+        mid = len(speeds) // 2
+        row["median"] = speeds[mid] if len(speeds) % 2 else (speeds[mid - 1] + speeds[mid]) / 2
+        row["best"] = speeds[-1]
+    return summary
+
+
 def worker(args: argparse.Namespace) -> None:
     import torch
 
@@ -354,6 +384,12 @@ def main() -> None:
         default=",".join(MMREWARD_SETTINGS),
         help=f"mmreward settings, of {list(MMREWARD_SETTINGS)}",
     )
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=1,
+        help="run the whole list this many times, interleaved (busy machines)",
+    )
     parser.add_argument("--json", default=None, help="also write the results to this JSON file")
     # internal: one run in a subprocess
     parser.add_argument("--worker", choices=["trl", "mmreward"], help=argparse.SUPPRESS)
@@ -377,30 +413,37 @@ def main() -> None:
             parser.error(f"unknown --{path} setting {setting!r}; choose from {', '.join(known)}")
     print(
         f"{args.steps} steps x {args.batch_size} pairs (pairs/s after {args.warmup} warm-up steps), lr {args.lr}, "
-        f"Qwen3 hidden {args.hidden} x {args.layers} layers, {args.threads} threads, load {os.getloadavg()}"
+        f"Qwen3 hidden {args.hidden} x {args.layers} layers, {args.threads} threads, {args.repeats} repeat(s), "
+        f"load {os.getloadavg()}"
     )
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         files = prepare(args, Path(tmp))
-        for path, setting in runs:
-            r = spawn(args, path, setting, files)
-            results.append(r)
-            print(
-                f"{path:>8} {setting:<10} {r['pairs_per_s']:8.1f} pairs/s  acc {r['accuracy']:.3f}  "
-                f"RSS before {r['rss_before_mb']:6.0f} MiB, peak {r['rss_peak_mb']:6.0f} MiB  "
-                f"prep {r['prep_s']:.2f} s  load {r['load']:.2f}",
-                flush=True,
-            )
-    trl = [r for r in results if r["path"] == "trl"]
-    ours = [r for r in results if r["path"] == "mmreward"]
+        for repeat in range(args.repeats):
+            for path, setting in runs:
+                r = spawn(args, path, setting, files)
+                results.append({**r, "repeat": repeat})
+                print(
+                    f"{path:>8} {setting:<20} {r['pairs_per_s']:8.1f} pairs/s  acc {r['accuracy']:.3f}  "
+                    f"RSS before {r['rss_before_mb']:6.0f} MiB, peak {r['rss_peak_mb']:6.0f} MiB  "
+                    f"prep {r['prep_s']:.2f} s  load {r['load']:.2f}",
+                    flush=True,
+                )
+    summary = summarize(results)
+    if args.repeats > 1:
+        print("median (best) pairs/s over the repeats:")
+        for (path, setting), row in summary.items():
+            print(f"{path:>8} {setting:<20} {row['median']:8.1f} ({row['best']:.1f})")
+    trl = {k: v for k, v in summary.items() if k[0] == "trl"}
+    ours = {k: v for k, v in summary.items() if k[0] == "mmreward"}
     if trl and ours:
-        best_trl = max(trl, key=lambda r: r["pairs_per_s"])
-        for r in ours:
+        best_key = max(trl, key=lambda k: trl[k]["median"])
+        best = trl[best_key]
+        for (_, setting), row in ours.items():
             print(
-                f"mmreward {r['setting']} / TRL best ({best_trl['setting']}): "
-                f"{r['pairs_per_s'] / best_trl['pairs_per_s']:.2f}x pairs/s, "
-                f"accuracy {r['accuracy']:.3f} vs {best_trl['accuracy']:.3f}, "
-                f"peak RSS {r['rss_peak_mb']:.0f} vs {best_trl['rss_peak_mb']:.0f} MiB"
+                f"mmreward {setting} / TRL best ({best_key[1]}): {row['median'] / best['median']:.2f}x pairs/s "
+                f"(best runs {row['best'] / best['best']:.2f}x), accuracy {row['accuracy']:.3f} vs "
+                f"{best['accuracy']:.3f}, peak RSS {row['rss_peak_mb']:.0f} vs {best['rss_peak_mb']:.0f} MiB"
             )
     print(f"load average at the end: {os.getloadavg()}")
     if args.json:

@@ -6,6 +6,12 @@ state at the last token (InstructGPT, Ouyang et al., 2022; Skywork-Reward) or at
 token is the feature; loading, LoRA, pooling and shared-prefix scoring are shared with
 ``VLMBackbone`` (``modalities.backbones.causal``).
 
+Prompt packing: samples with the same prompt (a training pair's chosen and rejected, a ranking's
+candidates) share one row; their common leading tokens (system and user turn, assistant header) are
+run once and each response attends to them and to itself, at the positions it has alone, so the
+features and gradients equal those of one padded row per sample while a pair costs prompt + two
+responses instead of two prompts + two responses (``benchmarks/bench_trl_training.py``).
+
 Example:
     >>> backbone = LMBackbone("Qwen/Qwen2.5-1.5B-Instruct", lora={"r": 16, "lora_alpha": 32})
 """
