@@ -10,7 +10,9 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-from collections.abc import Sequence
+import logging
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +23,7 @@ from mmreward.configurable import instantiate, to_config
 from mmreward.guards import check_scores
 from mmreward.types import HeadOutput, RewardOutput, Sample
 
+logger = logging.getLogger(__name__)
 FORMAT_VERSION = 1
 CONFIG_NAME, WEIGHTS_NAME = "config.json", "model.safetensors"
 # keyword of Scorer.score -> Sample field
@@ -47,11 +50,16 @@ class Scorer:
         batch_size: Samples per forward.
         device: Where to run; default CUDA when present, else CPU.
         dtype: ``torch.bfloat16`` runs under autocast; default bf16 on CUDA devices that have it,
-            fp32 elsewhere.
+            fp32 elsewhere. On a CPU with native bf16 (AVX512-BF16 or AMX) the weights of the
+            layers autocast runs in bf16 (linear, convolution, attention) are also cast to bf16
+            once, in place: the same numbers, without a cast of every weight on every forward
+            (2x faster on a ViT-B/32). The model then wants autocast, as the ``Scorer`` runs it.
         transform: A callable ``(score, aspects, sigma) -> result with .score and .components``
             (``mmreward.transforms``), applied to every batch.
         calibration: A callable ``raw -> calibrated`` (``mmreward.calibration``).
         metadata: Free-form provenance (name, revision) stored with the model.
+        prefetch: Collate the next batch (decode, resize, tokenize) on a worker thread while the
+            current one runs through the model. Off if ``model.collate`` must not run in a thread.
     """
 
     def __init__(
@@ -63,6 +71,7 @@ class Scorer:
         transform: Any | None = None,
         calibration: Any | None = None,
         metadata: dict[str, Any] | None = None,
+        prefetch: bool = True,
     ) -> None:
         self.device = torch.device(device) if device is not None else _default_device()
         self.model = model.to(self.device).eval()
@@ -70,6 +79,9 @@ class Scorer:
         if dtype is None and self.device.type == "cuda" and torch.cuda.is_bf16_supported():
             dtype = torch.bfloat16
         self.dtype = dtype
+        if dtype == torch.bfloat16 and self.device.type == "cpu" and cpu_has_native_bf16():
+            cast_autocast_weights(self.model, dtype)
+        self.prefetch = prefetch
         self.transform = transform
         self.calibration = calibration
         self.metadata = dict(metadata or {})
@@ -93,11 +105,8 @@ class Scorer:
             _refuse_steps(samples)
         parts: list[HeadOutput] = []
         with torch.inference_mode(), self._autocast():
-            for start in range(0, len(samples), self.batch_size):
-                inputs = _to_device(
-                    self.model.collate(list(samples[start : start + self.batch_size])), self.device
-                )
-                parts.append(self.model(inputs))
+            for start, batch in self._batches(samples):
+                parts.append(self.model(_to_device(batch, self.device)))
                 for name in ("score", "aspects", "log_sigma"):  # fail fast, naming the record
                     check_scores(name, getattr(parts[-1], name), samples, start)
                 _check_steps(parts[-1].steps, samples, start)
@@ -109,6 +118,29 @@ class Scorer:
             else torch.cat([p.log_sigma.float().cpu() for p in parts]),
             steps=None if parts[0].steps is None else _cat_padded([p.steps for p in parts]),
         )
+
+    def _batches(self, samples: Sequence[Sample]) -> Iterator[tuple[int, Any]]:
+        """``(start, model.collate(batch))`` for each batch in order; with ``prefetch`` the next batch
+        is collated on a worker thread while the caller runs the current one."""
+        starts = range(0, len(samples), self.batch_size)
+
+        def collate(start: int) -> Any:
+            # the same modes on the worker thread as on this one (they are thread-local); inputs are
+            # prepared at full precision
+            with torch.inference_mode(), torch.autocast(self.device.type, enabled=False):
+                return self.model.collate(list(samples[start : start + self.batch_size]))
+
+        if not self.prefetch or len(starts) == 1:
+            for start in starts:
+                yield start, collate(start)
+            return
+        with ThreadPoolExecutor(1, thread_name_prefix="mmreward-prefetch") as pool:
+            pending = pool.submit(collate, starts[0])
+            for i, start in enumerate(starts):
+                batch = pending.result()  # re-raises a collate error (it names the record)
+                if i + 1 < len(starts):
+                    pending = pool.submit(collate, starts[i + 1])
+                yield start, batch
 
     def score_samples(self, samples: Sequence[Sample]) -> list[RewardOutput]:
         """Score samples and return one ``RewardOutput`` each (raw, transformed, calibrated, sigma;
@@ -253,6 +285,39 @@ def save_pretrained(
     save_model(model, str(directory / WEIGHTS_NAME))
     (directory / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n")
     return directory
+
+
+AUTOCAST_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.MultiheadAttention)
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU multiplies bf16 natively (x86 ``avx512_bf16`` or ``amx_bf16``; Arm ``bf16``),
+    read from Linux's ``/proc/cpuinfo``; False where that cannot be read. Without it oneDNN emulates
+    bf16 and casting the weights gains nothing."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            for line in handle:
+                if line.startswith(("flags", "Features")):
+                    return bool({"avx512_bf16", "amx_bf16", "bf16"} & set(line.split(":", 1)[1].split()))
+    except OSError:
+        pass
+    return False
+
+
+def cast_autocast_weights(model: nn.Module, dtype: torch.dtype) -> int:
+    """Cast, in place, the floating parameters of the layers that autocast runs in ``dtype`` (linear,
+    convolution, attention); under autocast they compute the same numbers as before. Returns how many
+    parameters were cast. Norms, embeddings and heads' other parameters keep their dtype."""
+    count = 0
+    for module in model.modules():
+        if isinstance(module, AUTOCAST_LAYERS):
+            for param in module.parameters(recurse=False):
+                if param.is_floating_point() and param.dtype != dtype:
+                    param.data = param.data.to(dtype)
+                    count += param.numel()
+    if count:
+        logger.info("Cast %d weights of linear/conv/attention layers to %s for autocast.", count, dtype)
+    return count
 
 
 def _refuse_steps(samples: Sequence[Sample]) -> None:

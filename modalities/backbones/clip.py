@@ -17,7 +17,7 @@ from torch import nn
 from mmreward.configurable import Configurable
 from mmreward.optional import require
 from mmreward.types import Sample
-from modalities.image import load_image, normalize, pil_to_tensor, resize_center_crop
+from modalities.image import image_to_pixels, load_image, map_threads, normalize, resize_center_crop
 
 
 @contextlib.contextmanager
@@ -149,12 +149,20 @@ class ClipBackbone(nn.Module, Configurable):
         return {"pixel_values": self.pixels_from_tensor(images), **self.encode_prompts(list(prompts))}
 
     def collate(self, samples: list[Sample]) -> dict[str, torch.Tensor]:
-        """Load, resize and normalise each sample's image; tokenize the distinct prompts."""
-        # images may differ in size, so each is resized on its own (the same ops as pixels_from_tensor)
-        pixels = torch.cat(
-            [self.pixels_from_tensor(pil_to_tensor(load_image(s.image, s, "image"))[None]) for s in samples]
-        )
-        return {"pixel_values": pixels, **self.encode_prompts([s.prompt for s in samples])}
+        """Load, resize and normalise each sample's image; tokenize the distinct prompts.
+
+        Images may differ in size, so each is resized on its own, in uint8 as PIL does (see
+        ``modalities.image.image_to_pixels``), on a few threads (``map_threads``).
+        """
+
+        def pixels(sample: Sample) -> torch.Tensor:  # (1, 3, S, S)
+            image = load_image(sample.image, sample, "image")
+            return image_to_pixels(image, self.image_size, self.image_mean, self.image_std)
+
+        return {
+            "pixel_values": torch.cat(map_threads(pixels, samples)),
+            **self.encode_prompts([s.prompt for s in samples]),
+        }
 
     # -- features -------------------------------------------------------------------------------
 
