@@ -245,9 +245,11 @@ def test_prm_bad_inputs_name_the_sample(tiny_lm):
 
 def test_text_prm_trains_on_prm800k_and_math_shepherd_records(tiny_lm):
     model = ProcessRewardModel(StepBackbone(LMBackbone(str(tiny_lm))), MLPHead(hidden_size=32))
-    module = RewardModule(model, optimizer=partial(torch.optim.AdamW, lr=3e-3, weight_decay=0.0))
+    # lr 1e-3 for 100 steps: step BCE 0.68 -> 0.013-0.165 over training orders 0-3 (3e-3 for 40 steps
+    # stalled at 0.50-0.61 on some orders)
+    module = RewardModule(model, optimizer=partial(torch.optim.AdamW, lr=1e-3, weight_decay=0.0))
     # both formats as shipped: PRM800K through the data module's field_map, Math-Shepherd added
-    data = RewardDataModule(train=str(FIXTURES / "prm800k.jsonl"), field_map="prm800k", batch_size=3)
+    data = RewardDataModule(train=str(FIXTURES / "prm800k.jsonl"), field_map="prm800k", batch_size=3, seed=0)
     data.setup()
     data.records["train"] += read_records(FIXTURES / "math_shepherd.jsonl", "math-shepherd")
     records = list(data.records["train"])
@@ -261,7 +263,7 @@ def test_text_prm_trains_on_prm800k_and_math_shepherd_records(tiny_lm):
 
     before = loss()
     trainer = L.Trainer(
-        max_steps=40,
+        max_steps=100,
         accelerator="cpu",
         logger=False,
         enable_checkpointing=False,
