@@ -52,21 +52,30 @@ class LinearHead(RewardHead):
         init: ``"normal"`` (std 0.02) or ``"ones"``, which makes the score the sum of the joint
             feature, i.e. CLIP's cosine similarity on the ``product`` feature.
         scale: A fixed multiplier on the score (CLIP's logit scale is 100).
+        bias: Whether the score has a learned offset. Pairs and rankings cannot see a shift of all
+            scores, so under them the offset gets no gradient, and Adam turns rounding noise in its
+            zero gradient into full-size steps: ``False`` (as TRL's score heads) keeps the scores
+            of two runs that compute the same gradients equal, not only their order.
     """
 
     def __init__(
-        self, in_features: int | None = None, init: Literal["normal", "ones"] = "normal", scale: float = 1.0
+        self,
+        in_features: int | None = None,
+        init: Literal["normal", "ones"] = "normal",
+        scale: float = 1.0,
+        bias: bool = True,
     ) -> None:
-        self.init, self.scale = init, scale
+        self.init, self.scale, self.bias = init, scale, bias
         super().__init__(in_features)
 
     def build(self, in_features: int) -> None:
-        self.proj = nn.Linear(in_features, 1)
+        self.proj = nn.Linear(in_features, 1, bias=self.bias)
         if self.init == "ones":
             nn.init.ones_(self.proj.weight)
         else:
             nn.init.normal_(self.proj.weight, std=0.02)
-        nn.init.zeros_(self.proj.bias)
+        if self.bias:
+            nn.init.zeros_(self.proj.bias)
 
     def forward(self, features: torch.Tensor) -> HeadOutput:
         return HeadOutput(score=self.proj(features).squeeze(-1) * self.scale)
@@ -80,6 +89,7 @@ class MLPHead(RewardHead):
         hidden_size: Width of the hidden layer.
         activation: Non-linearity between the layers (BaseReward uses SiLU).
         dropout: Dropout before each layer.
+        bias: Whether the output layer has a bias (see ``LinearHead``: pairs give it no gradient).
     """
 
     def __init__(
@@ -88,8 +98,9 @@ class MLPHead(RewardHead):
         hidden_size: int = 1024,
         activation: Activation = "silu",
         dropout: float = 0.0,
+        bias: bool = True,
     ) -> None:
-        self.hidden_size, self.activation, self.dropout = hidden_size, activation, dropout
+        self.hidden_size, self.activation, self.dropout, self.bias = hidden_size, activation, dropout, bias
         super().__init__(in_features)
 
     def build(self, in_features: int) -> None:
@@ -98,7 +109,7 @@ class MLPHead(RewardHead):
             nn.Linear(in_features, self.hidden_size),
             ACTIVATIONS[self.activation](),
             nn.Dropout(self.dropout),
-            nn.Linear(self.hidden_size, 1),
+            nn.Linear(self.hidden_size, 1, bias=self.bias),
         )
 
     def forward(self, features: torch.Tensor) -> HeadOutput:

@@ -31,9 +31,10 @@ from tests.vlm_helpers import build_tiny_causal_lm, torch_threads
 REPO = Path(__file__).resolve().parents[1]
 STEPS, BATCH = 20, 4  # 4 records per device; one process accumulates 2 batches (the same global batch)
 # Fused AdamW: its CPU kernel rounds each element alike wherever a tensor starts, so FSDP's flat shards
-# update exactly as whole tensors do. The foreach kernel differs by ~1e-7 at shard boundaries, and Adam
-# turns that into full-size random steps where the loss has no gradient (the head's bias: a pairwise
-# loss cannot see a shift of all scores), which moves exported scores by ~1e-3 but no loss or ranking.
+# update exactly as whole tensors do. The foreach kernel differs by ~1e-7 at shard boundaries. And heads
+# without an output bias: a pairwise loss cannot see a shift of all scores, so the bias gets no gradient
+# and Adam turns rounding noise there into full-size steps; with it, one-thread runs exported scores
+# 2e-4 apart (losses 5e-8 apart).
 OPTIMIZER = {"class_path": "torch.optim.AdamW", "init_args": {"fused": True}}
 STRATEGIES = {
     "ddp": {"class_path": "lightning.pytorch.strategies.DDPStrategy", "init_args": {"process_group_backend": "gloo"}},
@@ -77,7 +78,7 @@ def clip_model() -> dict:
         "class_path": "modalities.backbones.clip.ClipBackbone",
         "init_args": {"model_name": "tiny", "model_config": TINY_CLIP},
     }
-    head = {"class_path": "mmreward.heads.LinearHead"}
+    head = {"class_path": "mmreward.heads.LinearHead", "init_args": {"bias": False}}
     return {"backbone": backbone, "head": head, "name": "colours"}
 
 
@@ -86,7 +87,7 @@ def lm_model(path: Path) -> dict:
         "class_path": "modalities.backbones.lm.LMBackbone",
         "init_args": {"model_name_or_path": str(path), "pooling": "reward_token"},
     }
-    head = {"class_path": "mmreward.heads.MLPHead", "init_args": {"hidden_size": 32}}
+    head = {"class_path": "mmreward.heads.MLPHead", "init_args": {"hidden_size": 32, "bias": False}}
     return {"backbone": backbone, "head": head, "name": "echo"}
 
 

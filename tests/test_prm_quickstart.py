@@ -3,7 +3,9 @@
 The learning bars are the issue's (first-error F1 >= 0.7 overall and >= 0.6 on misread chains,
 a 0.1 margin over the image-shuffled control on misreads, PRM-weighted best-of-8 above majority
 and random). The quick-start model does not reach them yet; those tests are xfail(strict=False)
-with the measured figures in their reasons (docs/prm.md, "The quick start").
+with the measured figures in their reasons (docs/prm.md, "The quick start"). While they are
+unmet, the full demo (about five minutes on a CPU) runs only with ``-m slow``; the default suite
+runs the same demo at a small scale (40 steps) for its report, controls and best-of-N curves.
 """
 
 from __future__ import annotations
@@ -72,21 +74,38 @@ def test_vote_curves_on_known_scores():
     assert curves["prm_weighted_vote"][3] == 1.0 and curves["random"][0] == 0.25
 
 
-@pytest.fixture(scope="module")
-def demo(tmp_path_factory):
+SMALL = (
+    "--trainer.max_steps=40",
+    "--trainer.val_check_interval=20",
+    "--model.init_args.scheduler.init_args.total_steps=40",
+    "--data.init_args.synthetic.init_args.train_chains=400",
+    "--data.init_args.synthetic.init_args.test_chains=200",
+    "--data.init_args.synthetic.init_args.pool_problems=20",
+)
+
+
+def run_demo(tmp_path_factory, *extra: str):
     from integrations.demos.prm import run
 
     out = tmp_path_factory.mktemp("prm-demo")
-    seeded = (f"--seed_everything={SEED}", f"--data.init_args.synthetic.init_args.seed={SEED}")
+    seeded = (f"--seed_everything={SEED}", f"--data.init_args.synthetic.init_args.seed={SEED}", *extra)
     return run(out, extra_args=seeded), out
 
 
-def test_demo_writes_the_report_with_controls_and_best_of_n(demo, record_property):
-    metrics, out = demo
-    for name in ("f1", "f1_misread", "f1_arithmetic", "f1_carry", "step_auroc"):
-        record_property(f"prm.{name}", metrics["heldout"][name])
-    for name, value in metrics["best_of_8"].items():
-        record_property(f"prm.best_of_8.{name}", value)
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    """The quick start as shipped (``mmreward demo --task prm``)."""
+    return run_demo(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def small_demo(tmp_path_factory):
+    """The same demo, 40 steps on a smaller world: the report and its parts, not learning."""
+    return run_demo(tmp_path_factory, *SMALL)
+
+
+def test_demo_writes_the_report_with_controls_and_best_of_n(small_demo):
+    metrics, out = small_demo
     assert set(metrics["controls"]) == {"images_shuffled", "blank_image"}
     assert len(metrics["best_of_n"]["prm_min"]) == 32
     assert metrics["best_of_n"]["majority_wrong_share"][0] >= 0.5  # pools where majority is often wrong
@@ -96,6 +115,7 @@ def test_demo_writes_the_report_with_controls_and_best_of_n(demo, record_propert
     assert "Best-of-N" in report and "data:image/png;base64" in report and "images_shuffled" in report
 
 
+@pytest.mark.slow
 def test_arithmetic_errors_are_found_from_the_text(demo):
     """Shuffling images leaves the arithmetic-slip F1 (a text fact) about where it was."""
     metrics, _ = demo
@@ -103,11 +123,13 @@ def test_arithmetic_errors_are_found_from_the_text(demo):
     assert metrics["heldout"]["f1_arithmetic"] - shuffled < 0.1
 
 
+@pytest.mark.slow
 @pytest.mark.xfail(strict=False, reason=NOT_YET.format("F1 0.43, 0.27, 0.39"))
 def test_first_error_f1_overall(demo):
     assert demo[0]["heldout"]["f1"] >= 0.7
 
 
+@pytest.mark.slow
 @pytest.mark.xfail(
     strict=False, reason=NOT_YET.format("misread F1 0.0 in every seed; the model does not use the image yet")
 )
@@ -117,6 +139,7 @@ def test_first_error_f1_on_misreads_and_margin_over_shuffled_images(demo):
     assert metrics["margin_over_controls"]["images_shuffled"]["f1_misread"] >= 0.1
 
 
+@pytest.mark.slow
 @pytest.mark.xfail(
     strict=False,
     reason=NOT_YET.format(
