@@ -18,9 +18,11 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/mmreward demo --task t2i --output demo
 
+# the suite: one pytest worker per core with one torch thread each (the seed sweeps' setting,
+# docs/learning-figures.md); a file's tests stay on one worker, so each quick-start demo trains once
 test: $(STAMP)
 	$(BIN)/ruff check .
-	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q --timeout=900
+	HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n auto --dist loadfile --timeout=1200
 
 lint: $(STAMP)
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
