@@ -6,6 +6,11 @@ several judgements at a temperature above zero and take the majority vote or the
 ``"confidence"`` weights each sample by its own confidence (the Confidence-as-a-Reward idea).
 Each result reports the agreement of its samples: the share that voted for the majority label.
 
+When the backend samples several outputs per request (``SamplingParams.n``: ``TransformersBackend``,
+``OpenAIBackend``, or any backend with ``supports_n = True``), the k samples of an input come from one
+request with ``n=k``; other backends get k copies of each request. The samples and their aggregate are
+the same either way.
+
 Example:
     >>> scaled = ScaledJudge(CritiqueJudge(backend), k=8, temperature=0.7, aggregate="mean")
     >>> [r] = scaled.judge([sample])
@@ -14,13 +19,16 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import statistics
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from judges.backends import TransformersBackend
 from judges.base import GenerativeJudge, judge_provenance
+from judges.openai_backend import OpenAIBackend
 from judges.parsing import Judgement
 from mmreward.configurable import Configurable
 from mmreward.types import RewardOutput, Sample
@@ -43,6 +51,15 @@ class ScaledJudgement:
     agreement: float | None
     samples: list[Judgement]
     failures: int
+
+
+def supports_n(backend: Any) -> bool:
+    """Whether ``backend`` returns ``SamplingParams.n`` outputs per request in ``Generation.samples``.
+
+    A backend says so with a ``supports_n`` attribute; our two backends (and their subclasses) do.
+    """
+    flag = getattr(backend, "supports_n", None)
+    return bool(flag) if flag is not None else isinstance(backend, (TransformersBackend, OpenAIBackend))
 
 
 def aggregate_scores(judgements: list[Judgement], how: Aggregate) -> ScaledJudgement:
@@ -70,7 +87,8 @@ def aggregate_scores(judgements: list[Judgement], how: Aggregate) -> ScaledJudge
 class ScaledJudge(Configurable):
     """Ask a judge k times per input at ``temperature`` and aggregate (see the module docstring).
 
-    All k x N requests go to the backend in one batch. Like every judge it is a reward
+    All N requests go to the backend in one batch, each asking for k samples (``SamplingParams.n``)
+    where the backend supports it, else k copies of each request (see the module docstring). Like every judge it is a reward
     (``score_samples``), for judges whose inputs are samples (critique, video); the spread of the
     k scores is the output's ``sigma``.
 
@@ -104,6 +122,23 @@ class ScaledJudge(Configurable):
 
     def judge(self, items: list[Any]) -> list[ScaledJudgement]:
         """k samples per item, aggregated; results in item order."""
+        inner = self.judge_
+        if self.k > 1 and supports_n(inner.backend) and type(inner).judge is GenerativeJudge.judge:
+            params = dataclasses.replace(inner.params(self.temperature, self.seed), n=self.k)
+            generations = inner.backend.generate(inner.requests(items), params)
+            results = []
+            for item, gen in zip(items, generations):
+                samples = gen.samples or [gen] * (
+                    self.k if gen.error else 1
+                )  # a failed request fails k times
+                if len(samples) != self.k:
+                    raise ValueError(
+                        f"{type(inner.backend).__name__} returned {len(samples)} samples for a request "
+                        f"with n={self.k}; set supports_n = False on the backend to send k copies instead."
+                    )
+                judgements = [inner.safe_parse(item, s) for s in samples]
+                results.append(aggregate_scores(judgements, self.aggregate))
+            return results
         repeated = [item for item in items for _ in range(self.k)]
         judgements = self.judge_.judge(repeated, self.temperature, self.seed)
         return [
