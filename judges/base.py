@@ -10,6 +10,11 @@ Every judge is a reward (``mmreward.protocols.Reward``): ``score_samples(samples
 has them. A judgement that could not be read scores NaN, with the reason in
 ``provenance["failure"]``, so one bad output does not sink the batch and no consumer mistakes it
 for a score (best-of-N passes over it; the robot selector refuses it).
+
+A verdict-only judge, whose whole answer is one of a fixed set (the principle check's
+``Answer: yes`` / ``Answer: no``), sends that set as ``SamplingParams.guided_choice`` when its
+backend sends it on (``OpenAIBackend(guided=...)``), so a served model can be constrained to it.
+Critique-then-score judges (critique, pairwise, video) keep free text.
 """
 
 from __future__ import annotations
@@ -23,6 +28,9 @@ from judges.backends import Backend, Generation, Messages, SamplingParams
 from judges.parsing import Judgement
 from mmreward.configurable import Configurable
 from mmreward.types import RewardOutput, Sample
+
+VERDICT_CHOICES: dict[str, list[str]] = {"principle": ["Answer: yes", "Answer: no"]}
+"""The whole answer of each packaged verdict-only template, by template name (see the module)."""
 
 
 def load_template(name: str) -> str:
@@ -114,9 +122,24 @@ class GenerativeJudge(Configurable):
         self.template = template if template is not None else load_template(self.default_template)
         self.system, self.max_new_tokens, self.top_logprobs = system, max_new_tokens, top_logprobs
 
+    def verdict_choices(self) -> list[str] | None:
+        """Every answer this judge accepts, when its answer is only a verdict; None for free text.
+
+        The packaged template's ``VERDICT_CHOICES``; a custom template may ask for reasoning, so it
+        gets None (override this method for a custom verdict-only template).
+        """
+        choices = VERDICT_CHOICES.get(self.default_template)
+        if choices is None or self.template != load_template(self.default_template):
+            return None
+        return list(choices)
+
     def params(self, temperature: float = 0.0, seed: int | None = None) -> SamplingParams:
-        """Sampling parameters for one call."""
-        return SamplingParams(self.max_new_tokens, temperature, top_logprobs=self.top_logprobs, seed=seed)
+        """Sampling parameters for one call; ``guided_choice`` when the judge and backend allow it."""
+        sends = getattr(self.backend, "guided", "none") != "none"  # others would warn and ignore it
+        choices = self.verdict_choices() if sends else None
+        return SamplingParams(
+            self.max_new_tokens, temperature, top_logprobs=self.top_logprobs, seed=seed, guided_choice=choices
+        )
 
     def requests(self, items: list[Any]) -> list[Messages]:
         """One chat request per item."""
