@@ -141,3 +141,70 @@ def test_the_guided_verdicts_parse():
 
     for text, p_yes in [("Answer: yes", 1.0), ("Answer: no", 0.0)]:
         assert parse_yes_no(Generation(text)).score == p_yes
+
+
+@pytest.fixture(scope="module")
+def tiny_server(tmp_path_factory):
+    pytest.importorskip("fastapi")
+    pytest.importorskip("httpx")
+    pytest.importorskip("transformers")
+    from integrations.serving.openai_server import create_app, serve_in_thread
+    from judges.backends import TransformersBackend
+    from judges.tiny import TinyJudgeLM
+
+    corpus = ["two red circles", "Critique: The circles are blue, not red.\nScore: 2", "Answer: yes no"]
+    model = TinyJudgeLM(hidden_size=32, num_layers=2, seed=3).build(tmp_path_factory.mktemp("tiny"), corpus)
+    backend = TransformersBackend(str(model), device="cpu")
+    with serve_in_thread(create_app(backend, "tiny")) as url:
+        yield url, backend
+
+
+def choice_logliks(backend, request, choices):
+    """Each choice's log-likelihood after the prompt, by a plain forward pass over prompt + choice."""
+    import torch
+
+    prompt = backend.tokenizer(backend._template(request), add_special_tokens=False)["input_ids"]
+    out = {}
+    for choice in choices:
+        ids = backend.tokenizer(choice, add_special_tokens=False)["input_ids"]
+        with torch.inference_mode():
+            logits = backend.model(input_ids=torch.tensor([prompt + ids])).logits[0].float().log_softmax(-1)
+        out[choice] = sum(float(logits[len(prompt) - 1 + i, t]) for i, t in enumerate(ids))
+    return out
+
+
+@pytest.mark.parametrize("guided", ["vllm", "vllm_legacy"])
+def test_the_server_answers_with_the_likeliest_choice_and_its_logprobs(tiny_server, guided):
+    from judges.backends import OpenAIBackend
+    from judges.parsing import read_choice, score_labels
+
+    url, backend = tiny_server
+    request = [{"role": "user", "content": "two red circles"}]
+    labels = ["1", "2", "3", "4", "5"]
+    client = OpenAIBackend(url, model="tiny", guided=guided)
+    [gen] = client.generate([request], SamplingParams(max_new_tokens=4, top_logprobs=2, guided_choice=labels))
+    logliks = choice_logliks(backend, request, labels)
+    assert gen.text == max(logliks, key=logliks.get) and gen.finish_reason == "stop"
+    assert gen.logprobs == pytest.approx([logliks[gen.text]], abs=1e-4)
+    assert set(labels) <= {t.strip() for t in gen.top_logprobs[0]}  # every label's probability is there
+    for label in labels:
+        assert gen.top_logprobs[0][label] == pytest.approx(logliks[label], abs=1e-4)
+    assert read_choice(gen, "", score_labels(1, 5)).method == "logprobs"
+
+
+def test_sampled_choices_are_choices_and_bad_constraints_are_refused(tiny_server):
+    import httpx
+
+    from judges.backends import OpenAIBackend
+
+    url, _ = tiny_server
+    request = [{"role": "user", "content": "two red circles"}]
+    choices = ["Answer: yes", "Answer: no"]
+    client = OpenAIBackend(url, model="tiny", guided="vllm")
+    [gen] = client.generate([request], SamplingParams(temperature=1.0, n=6, seed=1, guided_choice=choices))
+    assert len(gen.samples) == 6 and all(s.text in choices for s in gen.samples)
+    body = {"messages": request, "structured_outputs": {"regex": "a|b"}}
+    refused = httpx.post(f"{url}/chat/completions", json=body, timeout=30)
+    assert refused.status_code == 400 and "choice" in refused.json()["error"]["message"]
+    empty = httpx.post(f"{url}/chat/completions", json={"messages": request, "guided_choice": []}, timeout=30)
+    assert empty.status_code == 400

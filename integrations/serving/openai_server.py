@@ -3,7 +3,8 @@
 For users with no vLLM or SGLang, and for tests: ``create_app`` puts a ``TransformersBackend``
 behind ``POST /v1/chat/completions`` (``messages`` with text and ``image_url`` parts,
 ``max_tokens``/``max_completion_tokens``, ``temperature``, ``top_p``, ``n``, ``seed``, ``logprobs``,
-``top_logprobs``, ``stream``: server-sent chunks, see ``openai_stream``) and ``GET /v1/models``, so ``judges.backends.OpenAIBackend`` (or any OpenAI
+``top_logprobs``, ``stream``: server-sent chunks, see ``openai_stream``; ``structured_outputs:
+{"choice": [...]}`` or ``guided_choice``: the answer is one of the choices, see ``openai_choice``) and ``GET /v1/models``, so ``judges.backends.OpenAIBackend`` (or any OpenAI
 client) can judge through HTTP. ``ServerLimits`` guards it: an optional API key (401 without it),
 caps on ``n``, ``max_tokens`` and the body size (400 / 413), a bounded queue (503 when full) and a
 per-request timeout (504). One worker thread runs the model; requests that wait while it works are
@@ -37,6 +38,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from integrations.serving.openai_choice import ChoiceBackend, requested_choices
 from integrations.serving.openai_stream import sse_chunks
 from judges.backends import Generation, Messages, SamplingParams, TransformersBackend
 from mmreward.optional import require
@@ -126,6 +128,7 @@ def sampling_params(body: dict[str, Any], max_tokens: int | None = None) -> Samp
         top_p=float(body.get("top_p", 1.0)),
         top_logprobs=top,
         seed=body.get("seed"),
+        guided_choice=requested_choices(body),
     )
 
 
@@ -229,7 +232,7 @@ def create_app(backend: TransformersBackend, model_name: str, limits: ServerLimi
     fastapi = require("fastapi", "serve")
     limits = limits or ServerLimits()
     app = fastapi.FastAPI(title=f"mmreward OpenAI-compatible server ({model_name})")
-    batcher = Batcher(backend, limits.max_queue, limits.max_batch)
+    batcher = Batcher(ChoiceBackend(backend), limits.max_queue, limits.max_batch)
     app.state.batcher = batcher
 
     def error(status: int, message: str) -> Any:
