@@ -229,8 +229,8 @@ def create_server(
 
 def build_parser() -> argparse.ArgumentParser:
     """``mmreward serve``'s options."""
-    from mmreward.cli_options import TRUST_HELP, HelpFormatter
     from mmreward.cli_errors import DEBUG_HELP
+    from mmreward.cli_options import TRUST_HELP, HelpFormatter
 
     parser = argparse.ArgumentParser(
         formatter_class=HelpFormatter,
