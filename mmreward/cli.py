@@ -17,7 +17,7 @@ from importlib.metadata import EntryPoint, PackageNotFoundError, entry_points, v
 from pathlib import Path
 
 from mmreward.cli_errors import DEBUG_ENV, DEBUG_HELP, EXIT_BAD_INPUT, report_error
-from mmreward.cli_options import HelpFormatter, add_common_options, build_reward
+from mmreward.cli_options import HelpFormatter, add_common_options, build_reward, torch_dtype
 
 LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
 COMMANDS = {
@@ -194,8 +194,9 @@ def _eval(argv: list[str]) -> int:
         scorer = build_reward(args.reward, args.reward_args)
     else:
         scorer = load(
-            args.model, device=args.device, batch_size=args.batch_size, trust_config=args.trust_config
-        )
+            args.model, device=args.device, batch_size=args.batch_size, dtype=torch_dtype(args.dtype),
+            trust_config=args.trust_config,
+        )  # fmt: skip
     records = read_records(
         args.data, args.format, skip_bad=args.skip_bad, check_media=not args.no_media_check
     )

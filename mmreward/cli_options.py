@@ -13,6 +13,17 @@ TRUST_HELP = (
 )
 
 
+DTYPES = {"auto": None, "fp32": "float32", "bf16": "bfloat16"}
+"""``--dtype`` choices and the ``torch`` dtype each names (``auto``: the ``Scorer``'s default)."""
+
+
+def torch_dtype(name: str):
+    """The ``torch.dtype`` a ``--dtype`` choice names, or ``None`` for ``auto``."""
+    import torch
+
+    return None if DTYPES[name] is None else getattr(torch, DTYPES[name])
+
+
 class HelpFormatter(argparse.HelpFormatter):
     """argparse's help, without breaking names such as ``genai-bench-video`` at their hyphens."""
 
@@ -50,6 +61,12 @@ def add_common_options(parser: argparse.ArgumentParser, records: str) -> None:
         "--device", default=None, metavar="DEVICE",
         help="where the model runs: cpu, cuda, cuda:1, mps, ... (default: cuda when available, else cpu; "
         "bf16 autocast on GPUs that have it)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--dtype", default="auto", choices=sorted(DTYPES),
+        help="the model's compute dtype: auto (bf16 on GPUs that have it, else fp32), fp32, or bf16 (on a "
+        "CPU with native bf16, such as avx512_bf16 or AMX, about 2.5x fp32: benchmarks/RESULTS.md; "
+        "scores move by about 1e-3 of their scale)",
     )  # fmt: skip
     parser.add_argument(
         "--format", default=None, metavar="NAME",

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from mmreward.batch_scoring import Shard
-from mmreward.cli_options import HelpFormatter, add_common_options, build_reward
+from mmreward.cli_options import HelpFormatter, add_common_options, build_reward, torch_dtype
 
 TORCHRUN_ENV = (("RANK", "WORLD_SIZE"), ("LOCAL_RANK", "LOCAL_WORLD_SIZE"))
 
@@ -156,7 +156,10 @@ def score_main(argv: list[str]) -> int:
     if args.reward:
         scorer = build_reward(args.reward, args.reward_args)
     else:
-        scorer = load(args.model, device=device, batch_size=args.batch_size, trust_config=args.trust_config)
+        scorer = load(
+            args.model, device=device, batch_size=args.batch_size, dtype=torch_dtype(args.dtype),
+            trust_config=args.trust_config,
+        )  # fmt: skip
     began = time.perf_counter()
     counts = score_file(
         scorer, args.input, args.output, args.resume, args.skip_bad, args.format,

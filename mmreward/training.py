@@ -44,7 +44,11 @@ SchedulerCallable = Callable[[torch.optim.Optimizer], torch.optim.lr_scheduler.L
 
 
 def _adamw(params: Iterable[torch.nn.Parameter]) -> torch.optim.Optimizer:
-    return torch.optim.AdamW(params, lr=1e-4)
+    """AdamW at lr 1e-4, fused (one kernel per step instead of a loop over tensors, as TRL's default
+    ``adamw_torch_fused``) where every parameter sits on a CPU or CUDA device; unfused elsewhere."""
+    params = list(params)
+    fused = bool(params) and all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in params)
+    return torch.optim.AdamW(params, lr=1e-4, fused=fused or None)
 
 
 def _host(value: Any) -> Any:
@@ -253,13 +257,28 @@ class RewardModule(L.LightningModule):
     def configure_gradient_clipping(
         self, optimizer: torch.optim.Optimizer, gradient_clip_val=None, gradient_clip_algorithm=None
     ) -> None:
-        """Lightning's clipping, and under FSDP clipping by the norm over every rank's shard."""
+        """Lightning's clipping; under FSDP, clipping by the norm over every rank's shard; and under
+        ``bf16-mixed``, clipping for a fused optimizer too.
+
+        Lightning's mixed-precision plugin refuses to clip for an optimizer that unscales gradients in
+        its own step (fused AdamW), which is right for fp16's loss scaling; bf16 has no scaler, so the
+        gradients are already true ones and are clipped here directly.
+        """
+        from lightning.fabric.plugins.precision.amp import _optimizer_handles_unscaling
         from torch.distributed.fsdp import FullyShardedDataParallel
 
         root = self.trainer.strategy.model
         by_norm = gradient_clip_val and gradient_clip_algorithm in (None, "norm")
         if by_norm and isinstance(root, FullyShardedDataParallel):  # Lightning's FSDP plugin refuses it
             root.clip_grad_norm_(gradient_clip_val)
+            return
+        unscaled = getattr(self.trainer.precision_plugin, "scaler", False) is None
+        if gradient_clip_val and unscaled and _optimizer_handles_unscaling(optimizer):
+            params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+            if by_norm:
+                torch.nn.utils.clip_grad_norm_(params, gradient_clip_val)
+            else:
+                torch.nn.utils.clip_grad_value_(params, gradient_clip_val)
             return
         self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
 

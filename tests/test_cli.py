@@ -88,6 +88,24 @@ def test_score_prints_a_summary_and_keeps_the_counts_on_stdout(data: dict, capsy
     assert "scoring" in captured.err, "the progress bar still runs"
 
 
+def test_dtype_bf16_scores_near_fp32_and_an_unknown_dtype_is_refused(data: dict, capsys):
+    outs = {}
+    for dtype in ("fp32", "bf16"):
+        out = data["root"] / "out" / f"dtype-{dtype}.jsonl"
+        args = ["score", "--model", str(data["model"]), "--input", str(data["good"]), "--output", str(out)]
+        assert main([*args, "--device", "cpu", "--dtype", dtype, "--no-progress"]) == 0
+        outs[dtype] = [json.loads(line)["score"] for line in out.read_text().splitlines()]
+    in_process = mr.load(data["model"], device="cpu").score(
+        prompts=["a red ball"] * 2, images=[data["root"] / "a.png"] * 2
+    )
+    assert outs["fp32"] == pytest.approx(in_process, abs=1e-6)
+    assert outs["bf16"] == pytest.approx(outs["fp32"], abs=0.05 * (1 + max(map(abs, outs["fp32"]))))
+    with pytest.raises(SystemExit) as exit_:
+        main(["score", "--model", str(data["model"]), "--input", str(data["good"]), "--output",
+              str(data["root"] / "x.jsonl"), "--dtype", "fp16"])  # fmt: skip
+    assert exit_.value.code == 2 and "invalid choice: 'fp16'" in capsys.readouterr().err
+
+
 def test_a_bad_record_exits_2_with_one_message_naming_file_line_id_and_field(data: dict):
     run = run_cli(
         "score", "--model", str(data["model"]), "--input", str(data["bad"]),

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 import mmreward as mr
@@ -214,3 +215,47 @@ def test_rankings_train_and_validate_with_plackett_luce(tmp_path: Path):
     )
     assert 0.0 <= seen["val/ranking_accuracy"] <= 1.0 and seen["val/metric"] == seen["val/ranking_accuracy"]
     assert seen["train/plackett_luce"] > 0
+
+
+class _NormRecordingAdamW(torch.optim.AdamW):
+    """Fused AdamW that records the gradient norm it steps on (after Lightning's clipping)."""
+
+    def __init__(self, params, **kwargs) -> None:
+        super().__init__(params, fused=True, **kwargs)
+        self.norms: list[float] = []
+
+    def step(self, closure=None):
+        loss = closure() if closure is not None else None  # backward, then clipping
+        grads = [p.grad for g in self.param_groups for p in g["params"] if p.grad is not None]
+        self.norms.append(float(torch.linalg.vector_norm(torch.stack([x.norm() for x in grads]))))
+        super().step()
+        return loss
+
+
+@pytest.mark.parametrize("precision", ["bf16-mixed", "32-true"])
+def test_fused_adamw_is_the_default_and_clips_under_bf16(tmp_path: Path, precision: str):
+    """Lightning's mixed-precision plugin refuses clipping with a fused optimizer; with bf16 (no loss
+    scaler) ``RewardModule`` clips itself, so the norm each step sees is at most the clip value."""
+    import lightning as L
+
+    from mmreward.training import RewardDataModule, RewardModule, _adamw
+    from tests.core_helpers import tiny_reward_model
+
+    assert _adamw(tiny_reward_model().parameters()).defaults["fused"] is True
+    path = write_colour_world(tmp_path, 16, seed=5, name="clip")
+    made = []
+
+    def optimizer(params):
+        made.append(_NormRecordingAdamW(params, lr=1e-3))
+        return made[-1]
+
+    trainer = L.Trainer(
+        accelerator="cpu", max_steps=3, precision=precision, gradient_clip_val=1e-3, logger=False,
+        enable_checkpointing=False, enable_progress_bar=False, limit_val_batches=0,
+    )  # fmt: skip
+    trainer.fit(
+        RewardModule(tiny_reward_model(), optimizer=optimizer),
+        datamodule=RewardDataModule(train=str(path), batch_size=4),
+    )
+    norms = made[0].norms
+    assert len(norms) == 3 and all(0 < n <= 1e-3 * 1.01 for n in norms), norms
