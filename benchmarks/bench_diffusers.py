@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 import torch
+from headline import record
 
 from integrations.diffusers.adapters import TrainSettings
 from integrations.diffusers.backprop import BackpropConfig, RewardBackpropTrainer
@@ -67,6 +68,17 @@ def bench_best_of_n_scoring(model_name: str, n: int, size: int, repeats: int) ->
     )
     print(
         f"  Scorer.score on the list (PIL path):     {1000 * listed / count:7.1f} ms/image  -> {listed / ours:.2f}x slower"
+    )
+    record(
+        "best_of_n_scoring",
+        f"best-of-N scoring per image, `RewardFn.score` (one batch, prompt once) vs a per-image "
+        f"`Scorer.score` loop, {model_name}, {len(PROMPTS)} prompts x {n} images at {size} px",
+        loop / ours,
+        ours=1000 * ours / count,
+        baseline=1000 * loop / count,
+        unit="ms/image",
+        details="results/diffusers.md",
+        extra={"Scorer.score on the list": f"{listed / ours:.2f}x slower"},
     )
 
 
@@ -116,6 +128,17 @@ def bench_backprop_memory(truncation: int, batch: int) -> None:
         print(f"  checkpointing={checkpointing!s:5}: {saved / 2**20:7.2f} MiB, {seconds:.2f} s/step{cuda}")
     print(
         f"  saved memory ratio (off / on): {results[False][0] / results[True][0]:.1f}x, time ratio (on / off): {results[True][1] / results[False][1]:.2f}x"
+    )
+    record(
+        "backprop_saved_memory",
+        f"memory saved for backward in reward backprop (DRaFT-K, K={truncation}, batch {batch}, tiny "
+        "pipeline at 32 px), gradient checkpointing on vs off",
+        results[False][0] / results[True][0],
+        ours=results[True][0] / 2**20,
+        baseline=results[False][0] / 2**20,
+        unit="MiB",
+        details="results/diffusers.md",
+        extra={"step time on / off": f"{results[True][1] / results[False][1]:.2f}x"},
     )
 
 

@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 import torch
+from headline import record
 
 from judges.backends import TransformersBackend
 from judges.critique import CritiqueJudge
@@ -70,6 +71,16 @@ def main() -> None:
     single = throughput(run / "model", samples, batch_size=1)
     print(
         f"throughput on {len(samples)} judgements: batched {batched:.1f}/s, one at a time {single:.1f}/s, ratio {batched / single:.2f}x"
+    )
+    record(
+        "batched_generation",
+        f"judgements/s on {len(samples)} judgements, batched local generation (batch 32) vs one at a "
+        "time, the scene-text tiny LM judge",
+        batched / single,
+        ours=batched,
+        baseline=single,
+        unit="judgements/s",
+        details="results/judges.md",
     )
 
     judge = CritiqueJudge(

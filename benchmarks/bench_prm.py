@@ -26,6 +26,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from headline import record  # noqa: E402
+
 from mmreward.heads import LinearHead  # noqa: E402
 from mmreward.prm import ProcessRewardModel  # noqa: E402
 from mmreward.scoring import Scorer  # noqa: E402
@@ -78,6 +80,16 @@ def run(name: str, config: dict, args: argparse.Namespace, root: Path) -> list[s
     t_batch = median_time(lambda: all_prefixes.forward(prefixes), args.repeats)
     params = sum(p.numel() for p in model.parameters()) / 1e6
     what = f"{args.chains} chains x {args.steps} steps, {name} ({params:.1f} M params)"
+    record(
+        f"one_forward_vs_per_prefix_{name}",
+        f"every step's score in one forward vs one forward per prefix, {what}",
+        t_loop / t_ours,
+        ours=t_ours * 1e3,
+        baseline=t_loop * 1e3,
+        unit="ms",
+        details="results/prm.md",
+        extra={"vs all prefixes in one batched forward": f"{t_batch / t_ours:.2f}x"},
+    )
     return [
         f"| {what} | one forward per batch: {t_ours * 1e3:.1f} ms | one forward per prefix: "
         f"{t_loop * 1e3:.1f} ms | x{t_loop / t_ours:.2f} |",

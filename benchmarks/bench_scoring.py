@@ -45,6 +45,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from headline import record
 from PIL import Image
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -449,6 +450,47 @@ def main() -> None:
     print(
         f"train step, {args.pairs} pairs: one forward {p['pair_one_forward']:.3f} s, two forwards {p['pair_two_forwards']:.3f} s "
         f"({p['pair_two_forwards'] / p['pair_one_forward']:.2f}x)"
+    )
+    record_headlines(r, p, args)
+
+
+def record_headlines(r: dict, p: dict[str, float], args: argparse.Namespace) -> None:
+    """The headline rows of RESULTS.md: ours against each peer's path, the share of peak, the pair step."""
+    t, n = r["times"], args.images
+    setup = f"open_clip ViT-B/32 (random weights), {n} PNGs of 512 px, one prompt, best of {args.rounds} interleaved rounds"
+    for name, ours, peer, label in (
+        ("bf16_vs_imagereward_loop", "mmreward_bf16", "imagereward_loop", "ImageReward's per-image loop"),
+        ("bf16_vs_hpsv2_loop", "mmreward_bf16", "hpsv2_loop", "HPSv2's per-image loop"),
+        ("bf16_vs_pickscore_batched", "mmreward_bf16", "pickscore_batched", "PickScore's batched `calc_probs`"),
+        ("fp32_vs_imagereward_loop", "mmreward_fp32", "imagereward_loop", "ImageReward's per-image loop"),
+    ):  # fmt: skip
+        dtype = "bf16" if ours.endswith("bf16") else "fp32"
+        record(
+            name,
+            f"images/s, `Scorer.score` {dtype} vs {label}, {setup}",
+            t[peer] / t[ours],
+            ours=n / t[ours],
+            baseline=n / t[peer],
+            unit="images/s",
+        )
+    achieved = r["job_flops"] / t["mmreward_bf16"] / 1e12
+    record(
+        "bf16_share_of_gemm_peak",
+        f"useful TFLOP/s of `Scorer.score` bf16 as a share of this CPU's bf16 GEMM peak (square "
+        f"{'/'.join(map(str, GEMM_SIZES))} matmuls in the same rounds), {setup}",
+        achieved / r["peak_tflops"]["bf16"],
+        ours=achieved,
+        baseline=r["peak_tflops"]["bf16"],
+        unit="TFLOP/s",
+    )
+    record(
+        "train_step_pair_collation",
+        f"training step (forward + backward) on {args.pairs} pairs, chosen+rejected in one forward vs two "
+        f"forwards, ViT-B/32, best of {args.rounds} interleaved rounds",
+        p["pair_two_forwards"] / p["pair_one_forward"],
+        ours=p["pair_one_forward"],
+        baseline=p["pair_two_forwards"],
+        unit="s",
     )
 
 

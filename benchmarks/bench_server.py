@@ -22,6 +22,7 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+from headline import record
 from PIL import Image
 
 from integrations.serving.client import data_url
@@ -116,6 +117,16 @@ def main() -> None:
     print(f"one request per forward (max_batch_size=1): {single:.2f} s, {n / single:.1f} requests/s")
     print(f"dynamic batching (max_batch_size=16):       {batched:.2f} s, {n / batched:.1f} requests/s")
     print(f"ratio: {single / batched:.2f}x")
+    record(
+        f"dynamic_batching_{args.model}",
+        f"requests/s from {args.threads} client threads, {n} requests of one 224 px image, LitServe "
+        f"dynamic batching (16) vs one request per forward, same model and run, {args.model}",
+        single / batched,
+        ours=n / batched,
+        baseline=n / single,
+        unit="requests/s",
+        details="results/server.md",
+    )
 
 
 if __name__ == "__main__":

@@ -54,6 +54,8 @@ ROOT = HERE.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from headline import record  # noqa: E402
+
 TRL_SETTINGS = {
     "fp32": {"bf16": False, "gradient_checkpointing": False},
     "fp32+gc": {"bf16": False, "gradient_checkpointing": True},
@@ -444,6 +446,23 @@ def main() -> None:
                 f"mmreward {setting} / TRL best ({best_key[1]}): {row['median'] / best['median']:.2f}x pairs/s "
                 f"(best runs {row['best'] / best['best']:.2f}x), accuracy {row['accuracy']:.3f} vs "
                 f"{best['accuracy']:.3f}, peak RSS {row['rss_peak_mb']:.0f} vs {best['rss_peak_mb']:.0f} MiB"
+            )
+            record(
+                f"mmreward_{setting}_vs_trl_best",
+                f"pairs/s, `mmreward fit` ({setting}) vs TRL `RewardTrainer` at its best setting here "
+                f"({best_key[1]}), Qwen3 hidden {args.hidden} x {args.layers} layers, echo world, "
+                f"{args.steps} steps x {args.batch_size} pairs, medians of {args.repeats} interleaved run(s)",
+                row["median"] / best["median"],
+                ours=row["median"],
+                baseline=best["median"],
+                unit="pairs/s",
+                details="results/trl_training.md",
+                threads=args.threads,
+                extra={
+                    "best runs": f"{row['best'] / best['best']:.2f}x",
+                    "held-out accuracy": f"{row['accuracy']:.3f} vs {best['accuracy']:.3f}",
+                    "peak RSS": f"{row['rss_peak_mb']:.0f} vs {best['rss_peak_mb']:.0f} MiB",
+                },
             )
     print(f"load average at the end: {os.getloadavg()}")
     if args.json:

@@ -27,6 +27,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from headline import record  # noqa: E402
+
 from mmreward.data.synthetic.video import VideoWorld, write_mp4  # noqa: E402
 from mmreward.heads import MultiAspectHead  # noqa: E402
 from mmreward.models import RewardModel  # noqa: E402
@@ -68,6 +70,15 @@ def bench_decoding(clips: list[Path], repeats: int) -> None:
         print(
             f"decode {clip.name:>16}: decord batched {frames / fast:8.1f} frames/s | PyAV sequential {frames / slow:8.1f} frames/s | ratio {slow / fast:5.2f}x"
         )
+        record(
+            f"decode_{clip.stem}",
+            f"frames/s, decord batched sampling vs sequential PyAV, {frames} uniform frames of {clip.name}",
+            slow / fast,
+            ours=frames / fast,
+            baseline=frames / slow,
+            unit="frames/s",
+            details="results/video.md",
+        )
 
 
 def bench_scoring(root: Path, repeats: int) -> None:
@@ -106,6 +117,16 @@ def bench_scoring(root: Path, repeats: int) -> None:
     vlm_s = best_of(lambda: vlm.forward(samples), repeats)
     print(
         f"score VLM route (tiny Qwen2.5-VL, 8 frames): {len(samples) / vlm_s:8.1f} clips/s | fast/VLM ratio {vlm_s / fast_s:5.2f}x"
+    )
+    record(
+        "fast_vs_vlm_route",
+        f"clips/s of `Scorer.forward` on {len(samples)} clips of 8 frames, fast route (tiny CLIP video "
+        "backbone) vs VLM route (tiny Qwen2.5-VL), random weights",
+        vlm_s / fast_s,
+        ours=len(samples) / fast_s,
+        baseline=len(samples) / vlm_s,
+        unit="clips/s",
+        details="results/video.md",
     )
 
 

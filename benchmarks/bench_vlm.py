@@ -28,6 +28,8 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from headline import record  # noqa: E402
+
 from mmreward.heads import MLPHead  # noqa: E402
 from mmreward.models import RewardModel  # noqa: E402
 from mmreward.types import Sample  # noqa: E402
@@ -135,11 +137,31 @@ def main() -> None:
                 f"shared-prefix scoring, N=16, {size} ({r['params_m']:.1f} M params): "
                 f"shared {r['shared_s'] * 1e3:.1f} ms, full {r['full_s'] * 1e3:.1f} ms, speedup x{r['speedup']:.2f}"
             )
+            record(
+                f"shared_prefix_{size}",
+                f"scoring N=16 responses to one (image, question), shared prefix vs full re-encoding, "
+                f"{size} Qwen2.5-VL ({r['params_m']:.1f} M params)",
+                r["speedup"],
+                ours=r["shared_s"] * 1e3,
+                baseline=r["full_s"] * 1e3,
+                unit="ms",
+                details="results/vlm.md",
+            )
         path = build_tiny_qwen2_5_vl(Path(tmp) / "train", max_pixels=112 * 112)
         t = bench_pair_forward(path, args.repeats * 2)
         print(
             f"training pairs/s, tiny, batch 8: one forward {t['one_forward_pairs_s']:.1f}, "
             f"two forwards {t['two_forwards_pairs_s']:.1f}, speedup x{t['speedup']:.2f}"
+        )
+        record(
+            "pair_one_forward",
+            "training pairs/s (forward, backward, AdamW step), chosen and rejected in one forward vs two "
+            "forwards, tiny Qwen2.5-VL, batch 8 pairs",
+            t["speedup"],
+            ours=t["one_forward_pairs_s"],
+            baseline=t["two_forwards_pairs_s"],
+            unit="pairs/s",
+            details="results/vlm.md",
         )
 
 
