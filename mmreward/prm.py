@@ -102,6 +102,12 @@ class ProcessRewardModel(nn.Module, Configurable):
         """The backbone's inputs for the chains (each sample needs ``steps``)."""
         return self.backbone.collate(samples)
 
+    def auxiliary_losses(self, labels: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Loss terms of the backbone's own objectives on the last forward (``{}`` if it has none),
+        given the batch's (N, S) step labels: for example ``PixelStepBackbone``'s number readers."""
+        own = getattr(self.backbone, "auxiliary_losses", None)
+        return own(labels) if own is not None else {}
+
     def forward(self, inputs: dict[str, Any]) -> HeadOutput:
         features = self.backbone(inputs)  # (N, S, D)
         logits = self.head(features).score  # (N, S)

@@ -107,7 +107,8 @@ def process_metrics(data: dict[str, Any]) -> dict[str, float]:
 
 
 def _process_step(model: nn.Module, batch: ProcessBatch) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Per-step BCE on a ``ProcessBatch``, and the step and first-error predictions for the metrics."""
+    """Per-step BCE on a ``ProcessBatch`` (plus the model's ``auxiliary_losses``, if it has any), and the
+    step and first-error predictions for the metrics."""
     from mmreward.prm import step_bce_loss
 
     out = model(batch.inputs)
@@ -116,7 +117,12 @@ def _process_step(model: nn.Module, batch: ProcessBatch) -> tuple[dict[str, torc
             f"{type(model).__name__} returns no per-step scores, so it cannot train on process records; "
             "use mmreward.prm.ProcessRewardModel."
         )
-    loss = step_bce_loss(out.steps, batch.labels.to(out.steps.device))
+    labels = batch.labels.to(out.steps.device)
+    terms = {"step_bce": step_bce_loss(out.steps, labels)}
+    auxiliary = getattr(model, "auxiliary_losses", None)
+    if auxiliary is not None:
+        terms.update(auxiliary(labels))
+    loss = sum(terms.values())
     labelled = ~torch.isnan(batch.labels)
     probs = torch.sigmoid(out.steps.detach()).cpu()
     preds = {
@@ -125,7 +131,7 @@ def _process_step(model: nn.Module, batch: ProcessBatch) -> tuple[dict[str, torc
         "pred_first": torch.tensor([first_error_index(p[m]) for p, m in zip(probs, labelled)]),
         "true_first": torch.tensor([first_error_index(y[m]) for y, m in zip(batch.labels, labelled)]),
     }
-    return {"step_bce": loss, "loss": loss}, preds
+    return {**terms, "loss": loss}, preds
 
 
 def rating_metrics(data: dict[str, Any], aspects: list[str]) -> dict[str, float]:

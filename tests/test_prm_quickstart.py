@@ -66,6 +66,36 @@ def test_step_k_does_not_see_later_steps(world):
     assert abs(full[0] - cut[0]) < 1e-5 and abs(full[1] - cut[1]) < 1e-5
 
 
+def test_number_readers_read_first_and_last_numbers_and_learn_from_correct_steps_only(world):
+    """The readers' targets are the numbers of steps labelled correct; other steps add nothing."""
+    from integrations.demos.prm_reader import number_at
+    from mmreward.data.collate import Collator
+    from mmreward.training import RewardModule
+
+    torch.manual_seed(0)
+    prm = tiny_prm()
+    backbone = prm.backbone
+    ids = torch.tensor(
+        [[backbone.tokenize(text, 8)[0] for text in ("4 + 3 = 7.", "The answer is 7.", "Hi.")]]
+    )
+    first_number = backbone.vocab["0"]
+    assert number_at(ids, first_number, "first").tolist() == [[0, 3, -1]]
+    assert number_at(ids, first_number, "last").tolist() == [[4, 3, -1]]
+    with pytest.raises(ValueError, match="first' or 'last"):
+        PixelStepBackbone(list(VOCABULARY), readers=("middle",))
+
+    batch = Collator(prm.collate)(read_records(world / "train.jsonl"))
+    terms, _ = RewardModule(prm)._step(batch)
+    assert set(terms) == {"step_bce", "reading", "loss"}
+    assert torch.allclose(terms["loss"], terms["step_bce"] + terms["reading"])
+    by_hand = []
+    for read, stated, has in backbone._reads:
+        keep = has & (batch.labels == 1)
+        by_hand.append(((read - stated)[keep] / 10.0).pow(2))
+    assert torch.allclose(terms["reading"], backbone.reading_weight * torch.cat(by_hand).mean())
+    assert prm.auxiliary_losses(torch.zeros_like(batch.labels))["reading"] == 0  # no correct step, no loss
+
+
 def test_vote_curves_on_known_scores():
     raw = [{"pool": "p", "answer": a, "answer_correct": a == 5, "true_answer": 5} for a in (5, 6, 6, 6)]
     probs = [[0.9], [0.1], [0.1], [0.1]]  # the PRM trusts the one right chain

@@ -30,6 +30,7 @@ import torch
 from PIL import Image
 from torch import nn
 
+from integrations.demos.prm_reader import ColourBins, NumberReader, number_at
 from integrations.demos.quickstart import run_quickstart
 from mmreward.configurable import Configurable
 from mmreward.controls import derangement
@@ -55,13 +56,20 @@ class PixelStepBackbone(nn.Module, Configurable):
     ``modalities.backbones.steps.StepBackbone`` reads a causal LM at each step's separator). The
     image tokens are the conv map's global mean, its row means and its column means
     (``1 + 2 * grid`` tokens), so a count, a bar's height and a row's fill are each an average the
-    tower can learn.
+    tower can learn. The tower starts from soft colour bins (``prm_reader.ColourBins``), whose pooled
+    shares also enter the global token, scaled to about one per shape.
+
+    Number readers (``prm_reader.NumberReader``, one per entry of ``readers``) predict each step's
+    first or last number from the image and the step with that number masked, with the steps before
+    it; the gaps between stated and read numbers (signed, absolute, and whether under 0.5) join each
+    step's feature. ``auxiliary_losses`` trains them on the steps labelled correct, weighted by
+    ``reading_weight`` (mean squared error in tens).
 
     Args:
         vocabulary: The words and symbols of the text (``visual_math.VOCABULARY``); others map to <unk>.
         max_number: Numbers 0..max_number are tokens of their own (larger ones share <unk>, with their value).
         image_size: Images are resized to this side.
-        channels: Widths of the conv tower's stages (each halves the map).
+        channels: Widths of the conv tower's stages after the colour bins (each halves the map).
         hidden_size: Width of the step vectors and the transformer.
         embed_size: Width of a token embedding.
         step_tokens: Tokens of a step the encoder reads (the rest are cut); the question gets twice as many.
@@ -70,6 +78,10 @@ class PixelStepBackbone(nn.Module, Configurable):
         num_layers: Transformer layers.
         num_heads: Attention heads.
         max_steps: Most steps in a chain.
+        readers: Which number of each step a reader predicts: ``"first"``, ``"last"``; empty for none.
+        reading_weight: Weight of the readers' loss beside the steps' BCE.
+        colour_scale: The pooled colour shares are multiplied by this (about one per shape).
+        colour_levels: The colour bins start on a grid of this many levels per RGB channel.
     """
 
     reads_steps = True
@@ -87,6 +99,10 @@ class PixelStepBackbone(nn.Module, Configurable):
         num_layers: int = 2,
         num_heads: int = 4,
         max_steps: int = 12,
+        readers: tuple[str, ...] = ("first", "last"),
+        reading_weight: float = 30.0,
+        colour_scale: float = 100.0,
+        colour_levels: int = 3,
     ) -> None:
         super().__init__()
         tokens = [*SPECIAL_TOKENS, *(w.lower() for w in vocabulary), *map(str, range(max_number + 1))]
@@ -97,15 +113,17 @@ class PixelStepBackbone(nn.Module, Configurable):
             max_steps,
             context,
         )
-        self.stem = nn.Sequential(nn.Conv2d(3, channels[0], 1), nn.ReLU())  # per-pixel colour detectors
+        self.stem = ColourBins(colour_levels)  # per-pixel soft colour bins
+        self.colour_scale, self.reading_weight = colour_scale, reading_weight
         layers: list[nn.Module] = []
         for i, width in enumerate(channels):
-            layers += [nn.Conv2d(channels[max(i - 1, 0)], width, 3, stride=2, padding=1)]
+            inputs = channels[i - 1] if i else self.stem.out_channels
+            layers += [nn.Conv2d(inputs, width, 3, stride=2, padding=1)]
             layers += [nn.BatchNorm2d(width), nn.ReLU()]
         self.tower = nn.Sequential(*layers)
         self.grid = image_size // 2 ** len(channels)
         self.image_tokens = 1 + 2 * self.grid
-        self.project_global = nn.Linear(channels[0] + channels[-1], hidden_size)
+        self.project_global = nn.Linear(self.stem.out_channels + channels[-1], hidden_size)
         self.project = nn.Linear(channels[-1], hidden_size)
         self.embed = nn.Embedding(len(self.vocab), embed_size)
         self.encode_step = nn.Sequential(
@@ -128,6 +146,13 @@ class PixelStepBackbone(nn.Module, Configurable):
         self.transformer = nn.TransformerEncoder(layer, num_layers, enable_nested_tensor=False)
         self.norm = nn.LayerNorm(hidden_size)
         self.feature_dim = hidden_size
+        for which in readers:
+            number_at(torch.zeros(1, 1, dtype=torch.long), 0, which)  # an unknown name fails here
+        query_size = (context + 1) * step_tokens * (embed_size + 2)
+        self.readers = nn.ModuleDict({w: NumberReader(query_size, hidden_size) for w in readers})
+        self.gaps = nn.Linear(3 * len(readers), hidden_size) if readers else None
+        self.first_number_id = self.vocab["0"]
+        self._reads: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
 
     @property
     def preprocessing(self) -> dict[str, Any]:
@@ -194,16 +219,16 @@ class PixelStepBackbone(nn.Module, Configurable):
         colours = self.stem(pixel_values)  # (N, C0, S, S)
         fmap = self.tower(colours)  # (N, C, G, G)
         rows, cols = fmap.mean(3).transpose(1, 2), fmap.mean(2).transpose(1, 2)
-        pooled = self.project_global(torch.cat([colours.mean((2, 3)), fmap.mean((2, 3))], 1))
+        shares = colours.mean((2, 3)) * self.colour_scale
+        pooled = self.project_global(torch.cat([shares, fmap.mean((2, 3))], 1))
         return torch.cat([pooled[:, None], self.project(torch.cat([rows, cols], 1))], 1)
 
     def forward(self, inputs: dict[str, Any]) -> torch.Tensor:
         """(N, S, D) step features; zeros past a chain's last step."""
-        own = self.tokens(inputs["step_ids"], inputs["step_values"])  # (N, S, T * (E + 2))
-        shifted = [
-            nn.functional.pad(own, (0, 0, c, 0))[:, : own.shape[1]] for c in range(1, self.context + 1)
-        ]
-        steps = self.encode_step(torch.cat([own, *shifted], -1))  # (N, S, D)
+        ids, values = inputs["step_ids"], inputs["step_values"]
+        own = self.tokens(ids, values)  # (N, S, T * (E + 2))
+        before = [nn.functional.pad(own, (0, 0, c, 0))[:, : own.shape[1]] for c in range(1, self.context + 1)]
+        steps = self.encode_step(torch.cat([own, *before], -1))  # (N, S, D)
         question = self.encode_question(self.tokens(inputs["question_ids"], inputs["question_values"]))
         image = self.image_features(inputs["pixel_values"])  # (N, I, D)
         # a Hadamard fusion with the image's global token (low-rank bilinear pooling, Kim et al., 2017):
@@ -213,9 +238,42 @@ class PixelStepBackbone(nn.Module, Configurable):
         x = x + self.position(torch.arange(x.shape[1], device=x.device))[None]
         causal = nn.Transformer.generate_square_subsequent_mask(x.shape[1], device=x.device)
         hidden = self.norm(self.transformer(x, mask=causal, is_causal=True))[:, -steps.shape[1] :]
+        if self.gaps is not None:
+            hidden = hidden + self.gaps(self.read_gaps(ids, values, before, image))
         counts = inputs["step_counts"].to(x.device)
         valid = torch.arange(steps.shape[1], device=x.device)[None] < counts[:, None]
         return hidden * valid[..., None]
+
+    def read_gaps(
+        self, ids: torch.Tensor, values: torch.Tensor, before: list[torch.Tensor], image: torch.Tensor
+    ) -> torch.Tensor:
+        """(N, S, 3 * readers): for each reader, the stated number minus the read one (in tens), its
+        absolute value, and whether it is under 0.5; zeros for a step without a number. Keeps the
+        readings for ``auxiliary_losses``."""
+        self._reads, gaps = [], []
+        positions = torch.arange(ids.shape[-1], device=ids.device)
+        for which, reader in self.readers.items():
+            at = number_at(ids, self.first_number_id, which)
+            has = at >= 0
+            hit = (positions == at[..., None]) & has[..., None]  # (N, S, T)
+            stated = (values * hit).sum(-1)
+            masked = self.tokens(ids.masked_fill(hit, self.vocab["<unk>"]), values.masked_fill(hit, 0.0))
+            read = reader(torch.cat([masked, *before], -1), image)
+            self._reads.append((read, stated, has))
+            gap = (stated - read) * has
+            gaps += [gap / 10.0, gap.abs(), (gap.abs() < 0.5).to(gap.dtype) * has]
+        return torch.stack(gaps, -1)
+
+    def auxiliary_losses(self, labels: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The readers' loss on the last forward's steps labelled correct (1): their numbers are true.
+        ``{}`` without readers."""
+        if not self._reads:
+            return {}
+        correct = labels == 1
+        terms = [((read - stated)[has & correct] / 10.0).pow(2) for read, stated, has in self._reads]
+        values = torch.cat(terms)
+        loss = values.mean() if values.numel() else values.sum()
+        return {"reading": self.reading_weight * loss}
 
 
 # -- the demo -------------------------------------------------------------------------------------
