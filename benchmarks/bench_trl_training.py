@@ -14,9 +14,10 @@ gradient clipping:
 - mmreward: ``mmreward fit`` itself (``mmreward.cli.run_lightning``) on a config naming
   ``RewardModule`` + ``RewardModel(LMBackbone, LinearHead)`` + ``RewardDataModule``, at each
   setting given with ``--mmreward`` (Lightning precision ``32-true`` or ``bf16-mixed``; the config's
-  ``torch.optim.AdamW`` as is or with ``fused: true``, which is what TRL's default optimizer,
-  ``adamw_torch_fused``, runs). ``LMBackbone`` packs a pair's chosen and rejected into one row with
-  the prompt once (exact; ``tests/test_lm_packing.py``); ``fp32+fused+unpacked`` turns that off.
+  ``torch.optim.AdamW`` fused, as mmreward's default optimizer and configs and TRL's default
+  ``adamw_torch_fused`` run, or unfused with ``+unfused``). ``LMBackbone`` packs a pair's chosen and
+  rejected into one row with the prompt once (exact; ``tests/test_lm_packing.py``); ``+unpacked``
+  turns that off.
 
 The model is a Qwen3 (``tests/vlm_helpers.build_tiny_causal_lm``), the Qwen2 architecture plus
 q/k-norm: transformers loads a ``qwen2`` folder's tokenizer as its byte-level ``Qwen2Tokenizer``
@@ -63,18 +64,19 @@ TRL_SETTINGS = {
     "bf16+gc": {"bf16": True, "gradient_checkpointing": True},  # TRL's defaults
 }
 MMREWARD_SETTINGS = {
-    "fp32": {"precision": "32-true", "optimizer": {}, "backbone": {}},
-    # what TRL's default optimizer (adamw_torch_fused) runs
-    "fp32+fused": {"precision": "32-true", "optimizer": {"fused": True}, "backbone": {}},
-    # the same without prompt packing: every sample in its own padded row, as TRL does
-    "fp32+fused+unpacked": {
+    # AdamW fused, as mmreward's default optimizer and full-size configs (and TRL's adamw_torch_fused)
+    "fp32": {"precision": "32-true", "optimizer": {"fused": True}, "backbone": {}},
+    "bf16": {"precision": "bf16-mixed", "optimizer": {"fused": True}, "backbone": {}},
+    # without prompt packing: every sample in its own padded row, as TRL does
+    "fp32+unpacked": {
         "precision": "32-true",
         "optimizer": {"fused": True},
         "backbone": {"shared_prefix": False},
     },
-    "bf16": {"precision": "bf16-mixed", "optimizer": {}, "backbone": {}},
+    # torch.optim.AdamW unfused (a for-each loop over the tensors)
+    "fp32+unfused": {"precision": "32-true", "optimizer": {"fused": False}, "backbone": {}},
 }
-# no "bf16+fused": Lightning's bf16-mixed plugin refuses gradient clipping with a fused optimizer
+# bf16-mixed with fused AdamW and clipping: RewardModule clips itself (Lightning's plugin refuses the pair)
 
 
 def max_rss_mb() -> float:
