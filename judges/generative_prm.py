@@ -3,7 +3,7 @@
 GM-PRM (Zhang et al., 2025) has a vision-language judge read the problem (and its image) and the
 numbered steps of a chain, and write for every step a short analysis and a verdict, then a corrected
 version of the first wrong step, which a search loop can splice in to refine the chain
-(``integrations.search.refine``). ``GenerativePRM`` asks for that output:
+(``integrations.search.refine``, through ``GenerativePRM.correct_first_error``). ``GenerativePRM`` asks for that output:
 
     Step 1: The image shows 4 red squares, as stated. Verdict: correct
     Step 2: 4 + 3 is 7, not 8. Verdict: incorrect
@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from judges.backends import Backend, Generation, Messages
@@ -179,6 +179,22 @@ class GenerativePRM(GenerativeJudge):
             return StepJudgement(
                 [math.nan] * n, [""] * n, -1, None, math.nan, generation.text, dict.fromkeys(range(n), reason)
             )
+
+    def correct_first_error(self, sample: Sample, index: int) -> str | None:
+        """Refined best-of-N's ``correct`` hook (``integrations.search.refine``): the judge's corrected
+        version of step ``index`` of ``sample``, which the search found to be its first wrong step.
+
+        The judge reads the chain up to that step (what follows it is about to be regenerated); its
+        correction is used only when it, too, finds the first error at ``index``, else ``None``
+        (the chain is left alone: a correction of another step would not fit there).
+        """
+        steps = list(sample.steps or [])
+        if not 0 <= index < len(steps):
+            raise ValueError(
+                f"correct_first_error: step index {index} is outside the chain's {len(steps)} steps."
+            )
+        [judgement] = self.judge([replace(sample, steps=steps[: index + 1])])
+        return judgement.correction if judgement.first_error == index else None
 
     def score_samples(self, samples: list[Sample]) -> list[RewardOutput]:
         """The reward contract: greedy judgements, ``steps`` = P(step correct), ``score`` their minimum."""

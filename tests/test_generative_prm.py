@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 import re
 
+import pytest
+
 from judges.backends import Generation, Messages, SamplingParams
 from judges.generative_prm import GenerativePRM, generative_prm_request, parse_step_verdicts
 from judges.tiny import pieces
@@ -90,3 +92,32 @@ def test_judge_returns_step_scores_through_the_reward_contract():
     assert (
         outs[1].steps == [1.0, 1.0, 1.0] and outs[1].score == 1.0 and "correction" not in outs[1].provenance
     )
+
+
+def test_the_correction_is_spliced_into_refined_best_of_n():
+    """``correct_first_error`` is refined best-of-N's hook: the judge repairs the step the search found."""
+    from integrations.search import refined_best_of_n
+
+    prm = GenerativePRM(ScriptedChecker())
+    assert prm.correct_first_error(CHAIN, 1) == "4 + 3 = 7."
+    assert prm.correct_first_error(CHAIN, 0) is None  # the judge finds no error at step 1
+    with pytest.raises(ValueError, match="index 5 is outside the chain's 3 steps"):
+        prm.correct_first_error(CHAIN, 5)
+
+    def policy(partials: list[Sample]) -> list[str]:
+        """Always slips on the sum; after a repaired sum, states the answer it carries."""
+        out = []
+        for p in partials:
+            done = p.steps or []
+            if not done:
+                out.append("There are 4 red shapes.")
+            elif len(done) == 1:
+                out.append("4 + 3 = 8.")
+            else:
+                out.append(f"The answer is {done[-1].split(' = ')[1].rstrip('.')}.")
+        return out
+
+    [result] = refined_best_of_n(
+        policy, prm, [Sample(prompt="Add 4 and 3.")], correct=prm.correct_first_error, n=2, max_steps=3
+    )
+    assert result.sample.steps == ["There are 4 red shapes.", "4 + 3 = 7.", "The answer is 7."]
