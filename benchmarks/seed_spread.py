@@ -281,8 +281,8 @@ def summary() -> str:
         v = values[key]
         mean, sd = statistics.fmean(v), statistics.stdev(v) if len(v) > 1 else float("nan")
         op, bar = BARS.get(key, ("", float("nan")))
-        edge = mean - 3 * sd if op == ">=" else mean + 3 * sd
-        holds = {">=": edge >= bar, "<=": edge <= bar}.get(op)
+        edge = mean - 3 * sd if op in (">=", ">") else mean + 3 * sd
+        holds = {">=": edge >= bar, ">": edge > bar, "<=": edge <= bar}.get(op)
         mark = "-" if holds is None else ("yes" if holds else "**no**")
         rows.append(
             f"| {key} | {len(v)} | {mean:.3f} | {sd:.3f} | {min(v):.3f} | {max(v):.3f} | "
