@@ -116,3 +116,23 @@ def test_packed_mask_sees_the_prompt_and_its_own_segment_only():
     assert (
         torch.equal(additive == 0, expected) and (additive[~expected] == torch.finfo(torch.float32).min).all()
     )
+
+
+def test_each_text_is_rendered_and_tokenized_once_across_batches(tiny_lm, monkeypatch):
+    """Later epochs reuse the token ids; a changed response or a list prompt is tokenized afresh."""
+    backbone = LMBackbone(str(tiny_lm))
+    first = backbone.collate(PAIRS)
+    rendered = []
+    full_text = backbone.full_text
+    monkeypatch.setattr(backbone, "full_text", lambda s: rendered.append(s) or full_text(s))
+    again = backbone.collate(PAIRS)
+    assert rendered == [] and all(torch.equal(first[k], again[k]) for k in first)
+    changed = Sample(prompt=PROMPTS[0], response="cats")
+    listed = Sample(prompt=[{"type": "text", "text": PROMPTS[0]}], response="cat")
+    ids = backbone.token_ids([PAIRS[0], changed, listed, listed])
+    assert rendered == [changed, listed, listed]
+    assert ids[0] != ids[1] and ids[2] == ids[3]
+    fresh = LMBackbone(str(tiny_lm)).tokenizer(full_text(changed), add_special_tokens=False)["input_ids"]
+    assert ids[1] == fresh
+    with pytest.raises(ValueError, match="reads text only"):
+        backbone.token_ids([Sample(prompt=PROMPTS[0], response="cat", image="x.png")])

@@ -28,6 +28,10 @@ from mmreward.types import Sample
 from modalities.backbones.causal import CausalBackbone, DType
 from modalities.backbones.pooling import Pooling
 
+TOKEN_CACHE_SIZE = 1_000_000
+"""Most samples whose token ids ``LMBackbone`` keeps (about 100 MB at 25 tokens a sample)."""
+_UNCACHED = object()
+
 
 class LMBackbone(CausalBackbone, Configurable):
     """A transformers causal LM as a reward backbone; see the module docstring.
@@ -73,6 +77,7 @@ class LMBackbone(CausalBackbone, Configurable):
             shared_prefix=shared_prefix,
             from_config=from_config,
         )
+        self._token_ids: dict[tuple[str, str | None], list[int]] = {}
 
     def load_preprocessor(self, path: str) -> Any:
         transformers = require("transformers", "vlm")
@@ -87,17 +92,42 @@ class LMBackbone(CausalBackbone, Configurable):
             )
         return tokenizer
 
-    def render(self, sample: Sample, with_response: bool = True) -> tuple[str, dict[str, list[Any]]]:
+    def render_check(self, sample: Sample) -> None:
+        """Refuse a sample with media, naming its field (this backbone reads text only)."""
         media = [f for f in ("image", "images", "video", "source_image") if getattr(sample, f) is not None]
         if media:
             raise ValueError(
                 f"{sample.where(media[0])}: LMBackbone reads text only but the sample has {media[0]!r}. "
                 "Use VLMBackbone for media, or drop the field."
             )
+
+    def render(self, sample: Sample, with_response: bool = True) -> tuple[str, dict[str, list[Any]]]:
+        self.render_check(sample)
         return self.chat_text(sample, sample.prompt, with_response), {}
 
     def shared_key(self, sample: Sample) -> Any:
         return sample.prompt
+
+    def token_ids(self, samples: list[Sample]) -> list[list[int]]:
+        """Each sample's token ids (its chat rendering, tokenized), rendered and tokenized once per
+        distinct (prompt, response) text: later epochs reuse them, as TRL tokenizes its dataset once
+        before training. The cache holds at most ``TOKEN_CACHE_SIZE`` samples (then starts over);
+        a prompt that is not a string (a list of content parts) is tokenized each time; media are
+        refused first. The returned lists are shared: do not change them."""
+        keys: list[Any] = []
+        for i, sample in enumerate(samples):
+            self.render_check(sample)
+            plain = isinstance(sample.prompt, str) and isinstance(sample.response, (str, type(None)))
+            keys.append((sample.prompt, sample.response) if plain else (_UNCACHED, i))
+        todo = {k: s for k, s in zip(keys, samples) if k not in self._token_ids}
+        fresh: dict[Any, list[int]] = {}
+        if todo:
+            texts = [self.full_text(s) for s in todo.values()]
+            fresh = dict(zip(todo, self.tokenizer(texts, add_special_tokens=False)["input_ids"]))
+            if len(self._token_ids) + len(fresh) > TOKEN_CACHE_SIZE:
+                self._token_ids.clear()
+            self._token_ids.update((k, v) for k, v in fresh.items() if k[0] is not _UNCACHED)
+        return [fresh[k] if k[0] is _UNCACHED else self._token_ids[k] for k in keys]
 
     def collate(self, samples: list[Sample]) -> dict[str, Any]:
         """Render and tokenize each sample once, then lay the batch out (CPU tensors).
@@ -109,7 +139,7 @@ class LMBackbone(CausalBackbone, Configurable):
         """
         if not samples:
             raise ValueError("collate got no samples; pass at least one.")
-        ids = self.tokenizer([self.full_text(s) for s in samples], add_special_tokens=False)["input_ids"]
+        ids = self.token_ids(samples)
         if self.max_length is not None:
             for sample, tokens in zip(samples, ids):
                 if len(tokens) > self.max_length:
