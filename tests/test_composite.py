@@ -96,6 +96,31 @@ def test_saved_model_reloads_with_mr_load_and_gives_the_same_scores(tiny_lm, tmp
     assert reloaded.model.backbone.image_token_id == reward.backbone.image_token_id
 
 
+def test_lora_trains_adapters_on_the_lm_and_reloads_with_the_same_scores(tiny_lm, tmp_path):
+    pytest.importorskip("peft")
+    model = composite(tiny_lm, pooled_grid=2, lora={"r": 4, "lora_alpha": 8})
+    lm = dict(model.language_model.named_parameters())
+    trainable = {n for n, p in lm.items() if p.requires_grad}
+    assert trainable and all("lora_" in n for n in trainable)
+    assert all(p.requires_grad for p in [*model.encoder.parameters(), *model.projector.parameters()])
+    reward = RewardModel(model, MLPHead(hidden_size=16), name="composite-lora")
+    frozen = {n: p.detach().clone() for n, p in lm.items() if not p.requires_grad}
+    optimizer = torch.optim.AdamW([p for p in reward.parameters() if p.requires_grad], lr=1e-2)
+    for _ in range(3):  # LoRA's B starts at zero: a few steps make the adapters count
+        optimizer.zero_grad()
+        reward(model.collate(samples(4))).score.sum().backward()
+        optimizer.step()
+    assert all(torch.equal(lm[n], w) for n, w in frozen.items())  # the LM's own weights did not move
+    moved = [n for n in trainable if "lora_B" in n and lm[n].abs().sum() > 0]
+    assert moved, "the adapters learned nothing"
+    scorer = Scorer(reward.eval(), device="cpu")
+    batch = samples(4)
+    before = [o.raw for o in scorer.score_samples(batch)]
+    scorer.save_pretrained(tmp_path / "rm")
+    after = [o.raw for o in mr.load(tmp_path / "rm", device="cpu").score_samples(batch)]
+    assert after == pytest.approx(before, abs=1e-5)
+
+
 def test_a_missing_or_corrupt_image_names_the_record_and_field(tiny_lm, tmp_path):
     model = composite(tiny_lm)
     missing = Sample(
@@ -112,8 +137,11 @@ def test_a_missing_or_corrupt_image_names_the_record_and_field(tiny_lm, tmp_path
         model.collate([bad])
 
 
-def test_generation_is_batched_with_the_cache_and_equals_one_at_a_time(tiny_lm, tmp_path):
-    reward = RewardModel(composite(tiny_lm, pooled_grid=2), MLPHead(hidden_size=16))
+@pytest.mark.parametrize("lora", [None, {"r": 4, "lora_alpha": 8}])
+def test_generation_is_batched_with_the_cache_and_equals_one_at_a_time(tiny_lm, tmp_path, lora):
+    if lora is not None:
+        pytest.importorskip("peft")
+    reward = RewardModel(composite(tiny_lm, pooled_grid=2, lora=lora), MLPHead(hidden_size=16))
     backend = CompositeBackend(reward, device="cpu", batch_size=4)
     judge = CritiqueJudge(backend, max_new_tokens=6)
     batch = [Sample(prompt=s.prompt, image=s.image) for s in samples(4)]

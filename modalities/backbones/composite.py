@@ -28,6 +28,7 @@ from torch import nn
 from mmreward.configurable import Configurable
 from mmreward.optional import require
 from mmreward.types import Sample
+from modalities.backbones.causal import CausalBackbone
 from modalities.backbones.clip import _quiet_root_logger, _register_config
 from modalities.backbones.pooling import last_token_index
 from modalities.image import load_image, normalize, pil_to_tensor, resize_center_crop
@@ -88,6 +89,9 @@ class CompositeVLM(nn.Module, Configurable):
         freeze_encoder: Keep the encoder's weights fixed.
         freeze_projector: Keep the projector's weights fixed.
         freeze_language_model: Keep the LM's weights fixed (LLaVA stage 1 trains the projector alone).
+        lora: peft ``LoraConfig`` arguments (e.g. ``{"r": 16, "lora_alpha": 32}``) for adapters on the
+            LM's attention and MLP projections (``CausalBackbone.lora_targets`` unless given); the
+            LM's own weights are then frozen, the encoder and projector train as set above.
         system_prompt: A system turn before each user turn; None adds none.
         from_config: Build the LM from its folder's config with random weights (saved models set
             it: their weights come from ``model.safetensors``).
@@ -103,6 +107,7 @@ class CompositeVLM(nn.Module, Configurable):
         freeze_encoder: bool = False,
         freeze_projector: bool = False,
         freeze_language_model: bool = False,
+        lora: dict[str, Any] | None = None,
         system_prompt: str | None = None,
         from_config: bool = False,
     ) -> None:
@@ -134,6 +139,10 @@ class CompositeVLM(nn.Module, Configurable):
         self.image_token_id = int(self.tokenizer.convert_tokens_to_ids(image_token))
         if self.image_token_id >= self.language_model.get_input_embeddings().weight.shape[0]:
             self.language_model.resize_token_embeddings(len(self.tokenizer), mean_resizing=False)
+        if lora is not None:
+            peft = require("peft", "vlm")
+            settings = {"target_modules": CausalBackbone.lora_targets, **lora}
+            self.language_model = peft.get_peft_model(self.language_model, peft.LoraConfig(**settings))
         self.encoder = encoder
         if pooled_grid is not None and not 1 <= pooled_grid <= encoder.grid:
             raise ValueError(
