@@ -29,9 +29,24 @@ def _offline(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(socket.socket, "connect", _guarded_connect)
 
 
+LONGEST_FIRST = (
+    "test_quickstart.py",
+    "test_video_learning.py",
+    "test_edit_learning.py",
+    "test_action_selection.py",
+    "test_prm_quickstart.py",
+    "test_judges_sft.py",
+)
+"""The files that train a quick start (several minutes each on one thread), longest first: under
+``pytest -n auto --dist loadfile`` the workers take files in collection order, so starting with
+these keeps one worker from ending the run alone on a long file."""
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     import torch
 
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: same order within a file
     if torch.cuda.is_available():
         return
     skip = pytest.mark.skip(reason="needs a CUDA device")
