@@ -99,4 +99,6 @@ def test_rewrite_refuses_a_file_without_markers(tmp_path):
 
 
 def test_the_real_results_file_has_its_markers():
-    run_all.section(run_all.RESULTS)
+    text, start, end = run_all.section(run_all.RESULTS)
+    table = text[start:end]
+    assert "| area / script |" in table and "bench_scoring.py" in table  # the generated table sits there

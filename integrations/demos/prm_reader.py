@@ -16,6 +16,8 @@ and the read one: a misread or a slip is a gap of one or more.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -33,7 +35,7 @@ class ColourBins(nn.Module):
         steps = torch.linspace(0.0, 1.0, levels)
         grid = torch.stack(torch.meshgrid(steps, steps, steps, indexing="ij"), -1).reshape(-1, 3)
         self.centres = nn.Parameter(grid)
-        self.log_width = nn.Parameter(torch.full((len(grid),), float(torch.tensor(width).log())))
+        self.log_width = nn.Parameter(torch.full((len(grid),), math.log(width)))
         self.out_channels = len(grid)
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
