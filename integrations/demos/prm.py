@@ -30,7 +30,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from integrations.demos.prm_reader import ColourBins, NumberReader, number_at
+from integrations.demos.prm_reader import NumberReader, number_at
 from integrations.demos.quickstart import run_quickstart
 from mmreward.configurable import Configurable
 from mmreward.controls import derangement
@@ -39,6 +39,7 @@ from mmreward.data.synthetic.visual_math import read_chains
 from mmreward.metrics import best_of_n_accuracy, first_error_f1, first_error_index, step_auroc
 from mmreward.report import controls_table, figure, metrics_table, write_html
 from mmreward.types import Process, Sample
+from modalities.backbones.colour_bins import ColourBins
 from modalities.image import load_image, pil_to_tensor
 
 SPECIAL_TOKENS = ("<pad>", "<unk>")
@@ -56,7 +57,7 @@ class PixelStepBackbone(nn.Module, Configurable):
     ``modalities.backbones.steps.StepBackbone`` reads a causal LM at each step's separator). The
     image tokens are the conv map's global mean, its row means and its column means
     (``1 + 2 * grid`` tokens), so a count, a bar's height and a row's fill are each an average the
-    tower can learn. The tower starts from soft colour bins (``prm_reader.ColourBins``), whose pooled
+    tower can learn. The tower starts from soft colour bins (``modalities.backbones.colour_bins.ColourBins``), whose pooled
     shares also enter the global token, scaled to about one per shape.
 
     Number readers (``prm_reader.NumberReader``, one per entry of ``readers``) predict each step's

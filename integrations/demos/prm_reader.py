@@ -1,10 +1,7 @@
-"""The parts of ``PixelStepBackbone`` that read numbers off an image: soft colour bins and a number reader.
+"""The part of ``PixelStepBackbone`` that reads numbers off an image: the number reader.
 
-``ColourBins`` is a learned soft colour histogram (each bin a Gaussian around a learned RGB centre,
-as learnable histogram layers do, Wang et al., 2016): pooled, a bin's mean is the share of the image
-in that colour, so "how many red shapes" and "how tall is the blue bar" are linear in it. A
-1x1 conv with a ReLU, the tower's first stem, did not learn such colour detectors from random init
-in 1200 steps (reading error 1.4 against 0.13 for the bins, on the world's reading steps alone).
+The stem is ``modalities.backbones.colour_bins.ColourBins`` (soft colour bins; pooled, a bin's
+mean is the share of the image in that colour, so "how many red shapes" is linear in it).
 
 ``NumberReader`` predicts one number of each step (its first or its last) from the image and the
 step with that number masked, with the steps before it: "There are _ red shapes." is answered from
@@ -16,31 +13,8 @@ and the read one: a misread or a slip is a gap of one or more.
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import nn
-
-
-class ColourBins(nn.Module):
-    """(N, 3, H, W) pixels in [0, 1] -> (N, levels**3, H, W) soft memberships of learned colour bins.
-
-    The bins start on a ``levels`` x ``levels`` x ``levels`` grid of the RGB cube, wide enough
-    (``width``) that every colour is near one, so each centre gets a gradient; centres and widths
-    then learn. (Random centres with narrow bins left some colours in no bin on some seeds.)
-    """
-
-    def __init__(self, levels: int = 3, width: float = 0.25) -> None:
-        super().__init__()
-        steps = torch.linspace(0.0, 1.0, levels)
-        grid = torch.stack(torch.meshgrid(steps, steps, steps, indexing="ij"), -1).reshape(-1, 3)
-        self.centres = nn.Parameter(grid)
-        self.log_width = nn.Parameter(torch.full((len(grid),), math.log(width)))
-        self.out_channels = len(grid)
-
-    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-        distance = (pixels[:, None] - self.centres[None, :, :, None, None]).pow(2).sum(2)
-        return torch.exp(-distance / (2 * self.log_width.exp()[None, :, None, None] ** 2))
 
 
 class NumberReader(nn.Module):
