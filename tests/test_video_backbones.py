@@ -14,7 +14,7 @@ from mmreward.models import RewardModel
 from mmreward.scoring import Scorer, load, save_pretrained
 from mmreward.types import Sample
 from modalities.backbones.clip_edit import ClipEditBackbone, change_crops
-from modalities.backbones.clip_video import ClipVideoBackbone
+from modalities.backbones.clip_video import ClipVideoBackbone, TemporalTransformer
 from modalities.video import FrameSampler
 
 TINY = {
@@ -67,6 +67,17 @@ def test_mean_pooling_ignores_frame_order_and_the_transformer_does_not():
         assert (difference > 1e-4) == should_differ, (temporal, difference)
 
 
+def test_travel_adds_the_first_to_last_change_to_the_clip_embedding():
+    torch.manual_seed(0)
+    pool = TemporalTransformer(8, layers=1, heads=2, max_frames=8, travel=True)
+    frames = torch.randn(2, 5, 8)
+    with torch.no_grad():
+        torch.testing.assert_close(pool(frames), frames.mean(1))  # zero at first: mean pooling
+        torch.nn.init.eye_(pool.travel.weight)
+        torch.testing.assert_close(pool(frames) - frames.mean(1), frames[:, -1] - frames[:, 0])
+    assert TemporalTransformer(8, layers=1, heads=2, max_frames=8).travel is None  # off by default
+
+
 def test_video_scores_are_differentiable_in_the_frames():
     model = _video_model()
     clip = torch.rand(2, 6, 3, 32, 32, requires_grad=True)
@@ -98,6 +109,40 @@ def test_video_model_saves_and_reloads_to_the_same_aspect_scores(tmp_path):
     after = load(tmp_path / "saved", device="cpu")
     torch.testing.assert_close(after.forward(samples).aspects, before.aspects)
     assert after.model.backbone.sampler.num_frames == 6 and after.aspects == ASPECTS
+
+
+def test_colour_bins_and_travel_save_and_reload(tmp_path):
+    plain = _video_model()
+    assert plain.backbone.colour_map is None  # off by default: the frame embedding is the tower's
+    model = _video_model(colour_bins=3, colour_centres=True, temporal_travel=True)
+    frames = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():  # the map starts at zero: at first the frame embedding is the tower's
+        torch.testing.assert_close(model.backbone.encode_frames(frames), model.backbone.encode_image(frames))
+    torch.nn.init.normal_(model.backbone.colour_map.weight, std=0.5)  # off zero, as training moves them
+    torch.nn.init.normal_(model.backbone.pool.travel.weight, std=0.5)
+    red, blue = torch.full((1, 6, 3, 32, 32), 0.9), torch.full((1, 6, 3, 32, 32), 0.9)
+    red[..., 8:24, 0:16] = torch.tensor([0.84, 0.14, 0.14])[:, None, None]
+    blue[..., 8:24, 0:16] = torch.tensor([0.14, 0.29, 0.84])[:, None, None]
+    moved = red.roll(16, dims=-1)  # the red square on the right half: same colours, other centres
+    with torch.no_grad():
+        f = model.backbone.colour_features(
+            model.backbone.pixels_from_tensor(torch.cat([red, blue, moved])[:, 0])
+        )
+    shares, x = f[:, :27], f[:, 27:54]
+    assert float((shares[0] - shares[1]).abs().max()) > 1.0  # the two colours fill other bins
+    torch.testing.assert_close(shares[2], shares[0])
+    red_bin = int((shares[0] - shares[1]).argmax())
+    assert x[0, red_bin] < -0.3 and x[2, red_bin] > 0.3, x[:, red_bin]  # left half, then right half
+    with pytest.raises(ValueError, match="colour_bins is the number of levels"):
+        ClipVideoBackbone(model_config=TINY, colour_bins=1)
+    with pytest.raises(ValueError, match="colour_centres=True needs colour_bins"):
+        ClipVideoBackbone(model_config=TINY, colour_centres=True)
+    samples = [Sample(prompt="a red ball", video=_clip(tmp_path / f"{i}.mp4", i)) for i in range(3)]
+    before = Scorer(model, device="cpu").forward(samples)
+    save_pretrained(model, tmp_path / "saved")
+    after = load(tmp_path / "saved", device="cpu")
+    assert after.model.backbone.colour_bins.out_channels == 27
+    torch.testing.assert_close(after.forward(samples).aspects, before.aspects)
 
 
 def test_video_collate_names_the_record_of_a_missing_clip(tmp_path):

@@ -19,6 +19,7 @@ from torch import nn
 
 from mmreward.types import Sample
 from modalities.backbones.clip import ClipBackbone
+from modalities.backbones.colour_bins import ColourBins
 from modalities.image import normalize
 from modalities.video import FrameSampler, load_video
 
@@ -38,9 +39,15 @@ class TemporalTransformer(nn.Module):
         motion: Add to each frame's token what changed since the previous frame (a learned map of
             the embedding difference, identity at first), so motion (which way, how fast, a jump)
             is in the tokens from the first step instead of something attention has to find.
+        travel: Add to the clip embedding a learned map (zero at first) of the change from the first
+            frame's embedding to the last: where things went over the clip, in the embedding the head
+            reads. Through the summary token alone, the direction of motion reached alignment on some
+            worlds only (docs/video.md).
     """
 
-    def __init__(self, dim: int, layers: int, heads: int, max_frames: int, motion: bool = False) -> None:
+    def __init__(
+        self, dim: int, layers: int, heads: int, max_frames: int, motion: bool = False, travel: bool = False
+    ) -> None:
         super().__init__()
         if dim % heads:
             raise ValueError(
@@ -60,6 +67,10 @@ class TemporalTransformer(nn.Module):
         self.motion = nn.Linear(dim, dim, bias=False) if motion else None
         if self.motion is not None:
             nn.init.eye_(self.motion.weight)
+        self.travel = nn.Linear(dim, dim) if travel else None
+        if self.travel is not None:
+            nn.init.zeros_(self.travel.weight)
+            nn.init.zeros_(self.travel.bias)
 
     def forward(self, frames: torch.Tensor, text: torch.Tensor | None = None) -> torch.Tensor:
         """(N, T, D) unit-norm frame embeddings (and (N, D) prompt embeddings) -> (N, D) clip embeddings."""
@@ -80,7 +91,8 @@ class TemporalTransformer(nn.Module):
         tokens = torch.cat(parts, dim=1)
         tokens = tokens + self.position[: tokens.shape[1]]
         summary = self.norm(self.encoder(tokens)[:, 0])  # (N, D)
-        return frames.mean(1) + self.out(summary)
+        clip = frames.mean(1) + self.out(summary)
+        return clip if self.travel is None else clip + self.travel(frames[:, -1] - frames[:, 0])
 
 
 class ClipVideoBackbone(ClipBackbone):
@@ -102,6 +114,8 @@ class ClipVideoBackbone(ClipBackbone):
         temporal_heads: Heads of the temporal transformer.
         temporal_sees_prompt: Give the temporal transformer the prompt embedding as a token.
         temporal_motion: Give the temporal transformer each frame's change from the previous one.
+        temporal_travel: Add the change from the first frame to the last to the clip embedding
+            (``TemporalTransformer``'s ``travel``).
         text_pool: How the prompt embedding is read: ``"eot"`` is CLIP's (the text tower's state at
             the end-of-text token); ``"words"`` is the mean of the prompt's word-token embeddings
             (the tower's input table, start/end/padding left out) through the tower's text
@@ -109,6 +123,14 @@ class ClipVideoBackbone(ClipBackbone):
             from random weights mixes its tokens unevenly: changing one word of a prompt may move its
             end-of-text embedding hardly at all (cosine 0.97-0.99 for some words in a 1-layer,
             width-32 tower), and the head cannot learn what it cannot see.
+        colour_bins: Add to each frame's embedding a learned map of the frame's colour histogram:
+            ``ColourBins(levels=colour_bins)`` memberships averaged over the frame, as log shares.
+            None (the default) leaves the frame embedding as the image tower gives it. A small tower
+            trained from random weights reads colour late and unevenly (docs/video.md); the
+            histogram puts "which colours, how much of each" in every frame token from the start.
+        colour_centres: With ``colour_bins``, also give each bin's centre of mass in the frame (x and
+            y in [-1, 1], pulled towards the middle when the bin holds little: a spatial soft-argmax,
+            Levine et al., 2016), so the change from frame to frame says where each colour moves.
     """
 
     def __init__(
@@ -125,7 +147,10 @@ class ClipVideoBackbone(ClipBackbone):
         temporal_heads: int = 4,
         temporal_sees_prompt: bool = True,
         temporal_motion: bool = False,
+        temporal_travel: bool = False,
         text_pool: Literal["eot", "words"] = "eot",
+        colour_bins: int | None = None,
+        colour_centres: bool = False,
     ) -> None:
         super().__init__(model_name, pretrained, model_config, feature, freeze_image, freeze_text)
         self.text_pool = text_pool
@@ -134,11 +159,29 @@ class ClipVideoBackbone(ClipBackbone):
                 f"text_pool='words' needs an open_clip CLIP model with its own token table; {model_name!r} "
                 "has none. Use text_pool='eot'."
             )
+        if colour_bins is not None and colour_bins < 2:
+            raise ValueError(
+                f"colour_bins is the number of levels per RGB channel (>= 2) or None; got {colour_bins}. Use 3 (27 bins) or leave it out."
+            )
+        if colour_centres and colour_bins is None:
+            raise ValueError("colour_centres=True needs colour_bins (the levels per RGB channel, e.g. 3).")
+        self.colour_bins = ColourBins(colour_bins) if colour_bins is not None else None
+        self.colour_centres = colour_centres
+        self.colour_map = (
+            nn.Linear(self.colour_bins.out_channels * (3 if colour_centres else 1), self.embed_dim)
+            if self.colour_bins is not None
+            else None
+        )
+        if self.colour_map is not None:  # start as the tower alone; the map learns what colours add
+            nn.init.zeros_(self.colour_map.weight)
+            nn.init.zeros_(self.colour_map.bias)
         self.sampler = sampler if sampler is not None else FrameSampler()
         self.temporal, self.temporal_sees_prompt = temporal, temporal_sees_prompt
         max_frames = max(self.sampler.num_frames, 64)
         self.pool = (
-            TemporalTransformer(self.embed_dim, temporal_layers, temporal_heads, max_frames, temporal_motion)
+            TemporalTransformer(
+                self.embed_dim, temporal_layers, temporal_heads, max_frames, temporal_motion, temporal_travel
+            )
             if temporal == "transformer"
             else None
         )
@@ -185,10 +228,31 @@ class ClipVideoBackbone(ClipBackbone):
         bag = projection(bag) if isinstance(projection, nn.Module) else bag @ projection
         return nn.functional.normalize(bag, dim=-1)
 
+    def colour_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """(M, 3, S, S) normalised frames -> (M, bins) log colour shares, then (``colour_centres``)
+        each bin's x and y centres: (M, 3 * bins)."""
+        mean = pixel_values.new_tensor(self.image_mean)[:, None, None]
+        std = pixel_values.new_tensor(self.image_std)[:, None, None]
+        pixels = (pixel_values[..., ::2, ::2] * std + mean).clamp(0, 1)  # every other pixel each way:
+        member = self.colour_bins(pixels)  # the shares and centres hardly change, the bins cost a sixth
+        features = [torch.log(member.mean((2, 3)) + 0.01)]
+        if self.colour_centres:
+            where = torch.linspace(-1.0, 1.0, member.shape[-1], device=member.device)
+            mass = member.sum((2, 3)) + 1.0  # one pixel's worth pulls an empty bin's centre to the middle
+            features += [(member.sum(2) * where).sum(-1) / mass, (member.sum(3) * where).sum(-1) / mass]
+        return torch.cat(features, dim=-1)
+
+    def encode_frames(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """(M, 3, S, S) normalised frames -> (M, D) unit-norm frame embeddings (with their colours)."""
+        if self.colour_map is None:
+            return self.encode_image(pixel_values)
+        image = self.model.encode_image(pixel_values)
+        return nn.functional.normalize(image + self.colour_map(self.colour_features(pixel_values)), dim=-1)
+
     def encode_video(self, pixel_values: torch.Tensor, text: torch.Tensor | None = None) -> torch.Tensor:
         """(N, T, 3, S, S) normalised frames (and (N, D) prompt embeddings) -> (N, D) unit-norm clip embeddings."""
         n, t = pixel_values.shape[:2]
-        frames = self.encode_image(pixel_values.flatten(0, 1)).unflatten(0, (n, t))  # (N, T, D)
+        frames = self.encode_frames(pixel_values.flatten(0, 1)).unflatten(0, (n, t))  # (N, T, D)
         if self.pool is None:
             return nn.functional.normalize(frames.mean(1), dim=-1)
         return nn.functional.normalize(self.pool(frames, text if self.temporal_sees_prompt else None), dim=-1)
