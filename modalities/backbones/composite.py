@@ -83,7 +83,7 @@ class ConvVisionEncoder(nn.Module, Configurable):
     becomes the tokens, row by row, with a learned position embedding added.
 
     Measured as the pixel judge's eye (stage 1 of ``judges.pixel_training``, docs/judges.md): from
-    scratch it learns to read shape, count, size and place far better than the two-layer ViT with
+    scratch it learns to read shape, count and size far better than the two-layer ViT with
     8 px patches in the same steps, but it does not learn to read colour (chance level), with or
     without the colour bins; it is not the quick-start judge's encoder yet.
 
