@@ -18,7 +18,12 @@ from mmreward.heads import MLPHead  # noqa: E402
 from mmreward.models import RewardModel  # noqa: E402
 from mmreward.scoring import Scorer  # noqa: E402
 from mmreward.types import Sample  # noqa: E402
-from modalities.backbones.composite import ClipVisionEncoder, CompositeVLM, ConvVisionEncoder  # noqa: E402
+from modalities.backbones.composite import (  # noqa: E402
+    ClipResNetEncoder,
+    ClipVisionEncoder,
+    CompositeVLM,
+    ConvVisionEncoder,
+)
 from tests.vlm_helpers import build_tiny_causal_lm  # noqa: E402
 
 TINY_CLIP = {
@@ -143,6 +148,42 @@ def test_conv_encoder_gives_grid_tokens_learns_and_reloads_with_the_same_scores(
     assert [o.raw for o in reloaded.score_samples(batch)] == pytest.approx(before, abs=1e-5)
     with pytest.raises(ValueError, match="divisible"):
         ConvVisionEncoder(image_size=36, channels=[8, 16, 16])
+
+
+TINY_RESNET_CLIP = {
+    "embed_dim": 32,
+    "vision_cfg": {"image_size": 32, "layers": [1, 1, 1, 1], "width": 8, "head_width": 8},
+    "text_cfg": {"context_length": 8, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
+}
+
+
+def test_resnet_encoder_reads_stage_grids_as_tokens_and_reloads_with_the_same_scores(tiny_lm, tmp_path):
+    torch.manual_seed(0)
+    encoder = ClipResNetEncoder(TINY_RESNET_CLIP, read_out=["layer2", "layer3"])
+    # 32 px: the stem leaves 8 x 8, layer2 4 x 4 (64 wide), layer3 2 x 2 (128 wide, upsampled to 4 x 4)
+    assert (encoder.grid, encoder.width) == (4, 64 + 128)
+    assert encoder.visual.layer4 is None and encoder.visual.attnpool is None
+    model = CompositeVLM(str(tiny_lm), encoder, pooled_grid=2)
+    batch = samples(4)
+    inputs = model.collate(batch)
+    assert encoder(inputs["pixel_values"]).shape == (4, 16, 192)
+    reward = RewardModel(model, MLPHead(hidden_size=16), name="composite-resnet")
+    reward(inputs).score.sum().backward()  # the tower trains through the LM
+    assert all(p.grad is not None for p in encoder.parameters())
+    assert encoder.visual.conv1.weight.grad.abs().sum() > 0
+    scorer = Scorer(reward.eval(), device="cpu")
+    before = [o.raw for o in scorer.score_samples(batch)]
+    alone = [scorer.score_samples([s])[0].raw for s in batch]  # eval-mode BatchNorm: no batch effect
+    assert alone == pytest.approx(before, abs=1e-5)
+    scorer.save_pretrained(tmp_path / "rm")
+    reloaded = mr.load(tmp_path / "rm", device="cpu")
+    assert isinstance(reloaded.model.backbone.encoder, ClipResNetEncoder)
+    assert reloaded.model.backbone.encoder.read_out == ["layer2", "layer3"]
+    assert [o.raw for o in reloaded.score_samples(batch)] == pytest.approx(before, abs=1e-5)
+    with pytest.raises(ValueError, match="four stage depths"):
+        ClipResNetEncoder(TINY_CLIP)
+    with pytest.raises(ValueError, match="read_out"):
+        ClipResNetEncoder(TINY_RESNET_CLIP, read_out=["layer5"])
 
 
 def test_a_missing_or_corrupt_image_names_the_record_and_field(tiny_lm, tmp_path):

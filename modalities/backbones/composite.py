@@ -150,6 +150,90 @@ class ConvVisionEncoder(nn.Module, Configurable):
         return self.layers(x).flatten(2).transpose(1, 2) + self.position
 
 
+class ClipResNetEncoder(nn.Module, Configurable):
+    """open_clip's ModifiedResNet image tower (CLIP's ResNet) returning a stage's feature map as tokens.
+
+    The tower is the one ``ClipBackbone`` builds from a config whose ``vision_cfg.layers`` is a list
+    (the text-to-image quick start's: base width 8, layers ``[1, 1, 1, 1]``). Its attention pool,
+    which gives CLIP's single pooled vector, is dropped; instead the stem and residual stages run up
+    to the deepest stage in ``read_out`` and each listed stage's map is resized (nearest) to the
+    largest listed grid and concatenated along channels, then read row by row as tokens with a
+    learned position embedding added. At 64 px the stages' grids are 16, 8, 4 and 2 on a side
+    (``layer1`` .. ``layer4``), ``4 * width`` to ``32 * width`` channels wide.
+
+    The tower keeps open_clip's BatchNorm: in training mode a sample's tokens depend on its batch, in
+    eval mode (judging, scoring) they do not.
+
+    Args:
+        model_config: An open_clip model config (``embed_dim``, ``vision_cfg`` with a list of
+            ``layers``, ``text_cfg``); only the vision part is built.
+        read_out: The stages whose maps become the tokens, any of ``layer1`` .. ``layer4``.
+        pretrained: A local open_clip checkpoint (or a tag) for the whole CLIP; None: random weights.
+    """
+
+    stages = ("layer1", "layer2", "layer3", "layer4")
+
+    def __init__(
+        self,
+        model_config: dict[str, Any],
+        read_out: list[str] = ("layer3",),
+        pretrained: str | None = None,
+    ) -> None:
+        super().__init__()
+        open_clip = require("open_clip", "clip")
+        self.model_config = dict(model_config)
+        vision = self.model_config["vision_cfg"]
+        if not isinstance(vision.get("layers"), (list, tuple)) or len(vision["layers"]) != 4:
+            raise ValueError(
+                "ClipResNetEncoder needs a ResNet tower: vision_cfg.layers must list four stage depths "
+                f"(e.g. [1, 1, 1, 1]); got {vision.get('layers')!r}. Use ClipVisionEncoder for a ViT."
+            )
+        self.read_out = [str(name) for name in read_out]
+        unknown = [name for name in self.read_out if name not in self.stages]
+        if not self.read_out or unknown:
+            raise ValueError(f"read_out must name stages among {list(self.stages)}; got {list(read_out)}.")
+        with _quiet_root_logger():
+            clip = open_clip.create_model(_register_config(self.model_config), pretrained=pretrained)
+        self.visual = clip.visual
+        self.depth = max(self.stages.index(name) for name in self.read_out) + 1
+        self.visual.attnpool = None  # the pooled vector is not used; the stages past the read-out neither
+        for name in self.stages[self.depth :]:
+            setattr(self.visual, name, None)
+        self.image_size = int(vision["image_size"])
+        self.image_mean = tuple(getattr(self.visual, "image_mean", None) or open_clip.OPENAI_DATASET_MEAN)
+        self.image_std = tuple(getattr(self.visual, "image_std", None) or open_clip.OPENAI_DATASET_STD)
+        base = int(vision.get("width", 64))
+        index = [self.stages.index(name) for name in self.read_out]
+        if self.image_size % 2 ** (2 + self.depth):
+            raise ValueError(
+                f"ClipResNetEncoder's image_size {self.image_size} must be divisible by "
+                f"{2 ** (2 + self.depth)} to read {self.read_out}."
+            )
+        self.grid = self.image_size // 2 ** (2 + min(index))
+        self.width = sum(4 * base * 2**i for i in index)
+        self.position = nn.Parameter(torch.randn(self.grid * self.grid, self.width) * 0.02)
+
+    def export_args(self, directory: Path | None, prefix: str) -> dict[str, Any]:
+        """Rebuild from the architecture alone: the weights come from model.safetensors."""
+        return {"pretrained": None}
+
+    def pixels(self, image: Any, sample: Sample | None = None, field: str = "image") -> torch.Tensor:
+        """(3, S, S) normalised pixels of one image (path, PIL, array or tensor); errors name the field."""
+        tensor = pil_to_tensor(load_image(image, sample, field))[None]
+        return normalize(resize_center_crop(tensor, self.image_size), self.image_mean, self.image_std)[0]
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """(N, grid * grid, width) tokens: the read-out stages' maps, row by row, plus the position embedding."""
+        x = self.visual.stem(pixel_values.to(self.visual.conv1.weight.dtype))
+        maps = []
+        for name in self.stages[: self.depth]:
+            x = getattr(self.visual, name)(x)
+            if name in self.read_out:
+                maps.append(x)
+        maps = [m if m.shape[-1] == self.grid else nn.functional.interpolate(m, size=self.grid) for m in maps]
+        return torch.cat(maps, 1).flatten(2).transpose(1, 2) + self.position
+
+
 class CompositeVLM(nn.Module, Configurable):
     """Image encoder -> projector -> causal LM, images spliced in at ``<image>``; see the module docstring.
 
