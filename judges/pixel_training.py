@@ -195,7 +195,9 @@ class PixelJudgeSFTModule(L.LightningModule):
         elif isinstance(model, (str, Path)):
             from mmreward.scoring import load
 
-            self.composite = load(model, device="cpu").model.backbone
+            # mr.load gives an eval-mode model; training starts in train mode (BatchNorm in a ResNet eye
+            # must update its statistics), and Lightning keeps the mode it finds
+            self.composite = load(model, device="cpu").model.backbone.train()
 
     def setup(self, stage: str | None = None) -> None:
         if self.composite is None:

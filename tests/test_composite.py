@@ -180,6 +180,11 @@ def test_resnet_encoder_reads_stage_grids_as_tokens_and_reloads_with_the_same_sc
     assert isinstance(reloaded.model.backbone.encoder, ClipResNetEncoder)
     assert reloaded.model.backbone.encoder.read_out == ["layer2", "layer3"]
     assert [o.raw for o in reloaded.score_samples(batch)] == pytest.approx(before, abs=1e-5)
+    # stage 2 starts from a saved stage-1 folder in train mode, so BatchNorm keeps learning its statistics
+    from judges.pixel_training import PixelJudgeSFTModule
+
+    stage2 = PixelJudgeSFTModule(model=tmp_path / "rm")
+    assert all(m.training for m in stage2.composite.modules())
     with pytest.raises(ValueError, match="four stage depths"):
         ClipResNetEncoder(TINY_CLIP)
     with pytest.raises(ValueError, match="read_out"):
