@@ -148,6 +148,13 @@ def normalize(images: torch.Tensor, mean: tuple[float, ...], std: tuple[float, .
     return (images - mean_t) / std_t
 
 
+def denormalize(images: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
+    """``normalize`` undone: (N, C, H, W) pixels back in [0, 1] (clamped)."""
+    mean_t = torch.tensor(mean, dtype=images.dtype, device=images.device).view(1, -1, 1, 1)
+    std_t = torch.tensor(std, dtype=images.dtype, device=images.device).view(1, -1, 1, 1)
+    return (images * std_t + mean_t).clamp(0, 1)
+
+
 def pil_to_tensor(image: Image.Image) -> torch.Tensor:
     """(C, H, W) float tensor in [0, 1]."""
     array = np.asarray(image, dtype=np.uint8)

@@ -20,7 +20,7 @@ from torch import nn
 from mmreward.types import Sample
 from modalities.backbones.clip import ClipBackbone
 from modalities.backbones.colour_bins import ColourBins
-from modalities.image import normalize
+from modalities.image import denormalize, normalize
 from modalities.video import FrameSampler, load_video
 
 
@@ -231,10 +231,9 @@ class ClipVideoBackbone(ClipBackbone):
     def colour_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """(M, 3, S, S) normalised frames -> (M, bins) log colour shares, then (``colour_centres``)
         each bin's x and y centres: (M, 3 * bins)."""
-        mean = pixel_values.new_tensor(self.image_mean)[:, None, None]
-        std = pixel_values.new_tensor(self.image_std)[:, None, None]
-        pixels = (pixel_values[..., ::2, ::2] * std + mean).clamp(0, 1)  # every other pixel each way:
-        member = self.colour_bins(pixels)  # the shares and centres hardly change, the bins cost a sixth
+        # every other pixel each way: the shares and centres hardly change, the bins cost a sixth
+        pixels = denormalize(pixel_values[..., ::2, ::2], self.image_mean, self.image_std)
+        member = self.colour_bins(pixels)
         features = [torch.log(member.mean((2, 3)) + 0.01)]
         if self.colour_centres:
             where = torch.linspace(-1.0, 1.0, member.shape[-1], device=member.device)

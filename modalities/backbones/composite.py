@@ -32,10 +32,20 @@ from modalities.backbones.causal import CausalBackbone
 from modalities.backbones.clip import _quiet_root_logger, _register_config
 from modalities.backbones.colour_bins import ColourBins
 from modalities.backbones.pooling import last_token_index
-from modalities.image import load_image, normalize, pil_to_tensor, resize_center_crop
+from modalities.image import denormalize, load_image, normalize, pil_to_tensor, resize_center_crop
 
 
-class ClipVisionEncoder(nn.Module, Configurable):
+class _Pixels:
+    """``pixels``: one image as the encoder's input, for encoders with ``image_size``, ``image_mean``
+    and ``image_std``."""
+
+    def pixels(self, image: Any, sample: Sample | None = None, field: str = "image") -> torch.Tensor:
+        """(3, S, S) normalised pixels of one image (path, PIL, array or tensor); errors name the field."""
+        tensor = pil_to_tensor(load_image(image, sample, field))[None]
+        return normalize(resize_center_crop(tensor, self.image_size), self.image_mean, self.image_std)[0]
+
+
+class ClipVisionEncoder(_Pixels, nn.Module, Configurable):
     """The open_clip visual tower (as ``ClipBackbone`` builds it) returning its patch tokens.
 
     Args:
@@ -63,18 +73,13 @@ class ClipVisionEncoder(nn.Module, Configurable):
         """Rebuild from the architecture alone: the weights come from model.safetensors."""
         return {"pretrained": None}
 
-    def pixels(self, image: Any, sample: Sample | None = None, field: str = "image") -> torch.Tensor:
-        """(3, S, S) normalised pixels of one image (path, PIL, array or tensor); errors name the field."""
-        tensor = pil_to_tensor(load_image(image, sample, field))[None]
-        return normalize(resize_center_crop(tensor, self.image_size), self.image_mean, self.image_std)[0]
-
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """(N, grid * grid, width) patch tokens."""
         _, tokens = self.visual(pixel_values)
         return tokens
 
 
-class ConvVisionEncoder(nn.Module, Configurable):
+class ConvVisionEncoder(_Pixels, nn.Module, Configurable):
     """A small convolutional image encoder from random init, returning its last feature map as tokens.
 
     Each stage is a 3 x 3 convolution with stride 2 then ``depth - 1`` convolutions with stride 1,
@@ -135,22 +140,15 @@ class ConvVisionEncoder(nn.Module, Configurable):
         """Nothing to write: the architecture is the init args, the weights are in model.safetensors."""
         return {}
 
-    def pixels(self, image: Any, sample: Sample | None = None, field: str = "image") -> torch.Tensor:
-        """(3, S, S) normalised pixels of one image (path, PIL, array or tensor); errors name the field."""
-        tensor = pil_to_tensor(load_image(image, sample, field))[None]
-        return normalize(resize_center_crop(tensor, self.image_size), self.image_mean, self.image_std)[0]
-
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """(N, grid * grid, width) tokens: the last feature map, row by row, plus the position embedding."""
         x = pixel_values
         if self.colour_bins is not None:  # the bins read pixels in [0, 1]
-            mean = x.new_tensor(self.image_mean).view(1, 3, 1, 1)
-            std = x.new_tensor(self.image_std).view(1, 3, 1, 1)
-            x = torch.cat([x, self.colour_bins(x * std + mean)], 1)
+            x = torch.cat([x, self.colour_bins(denormalize(x, self.image_mean, self.image_std))], 1)
         return self.layers(x).flatten(2).transpose(1, 2) + self.position
 
 
-class ClipResNetEncoder(nn.Module, Configurable):
+class ClipResNetEncoder(_Pixels, nn.Module, Configurable):
     """open_clip's ModifiedResNet image tower (CLIP's ResNet) returning a stage's feature map as tokens.
 
     The tower is the one ``ClipBackbone`` builds from a config whose ``vision_cfg.layers`` is a list
@@ -216,11 +214,6 @@ class ClipResNetEncoder(nn.Module, Configurable):
     def export_args(self, directory: Path | None, prefix: str) -> dict[str, Any]:
         """Rebuild from the architecture alone: the weights come from model.safetensors."""
         return {"pretrained": None}
-
-    def pixels(self, image: Any, sample: Sample | None = None, field: str = "image") -> torch.Tensor:
-        """(3, S, S) normalised pixels of one image (path, PIL, array or tensor); errors name the field."""
-        tensor = pil_to_tensor(load_image(image, sample, field))[None]
-        return normalize(resize_center_crop(tensor, self.image_size), self.image_mean, self.image_std)[0]
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """(N, grid * grid, width) tokens: the read-out stages' maps, row by row, plus the position embedding."""
