@@ -126,6 +126,21 @@ def test_lora_trains_adapters_on_the_lm_and_reloads_with_the_same_scores(tiny_lm
     assert after == pytest.approx(before, abs=1e-5)
 
 
+def _trains_scores_alone_and_reloads(model: CompositeVLM, batch: list[Sample], tmp_path) -> Scorer:
+    """Every encoder weight gets a gradient through the LM; a sample scores alone as in the batch;
+    save_pretrained -> mr.load gives the same scores. Returns the reloaded scorer."""
+    reward = RewardModel(model, MLPHead(hidden_size=16), name="composite-encoder")
+    reward(model.collate(batch)).score.sum().backward()
+    assert all(p.grad is not None for p in model.encoder.parameters())
+    scorer = Scorer(reward.eval(), device="cpu")
+    before = [o.raw for o in scorer.score_samples(batch)]
+    assert [scorer.score_samples([s])[0].raw for s in batch] == pytest.approx(before, abs=1e-5)
+    scorer.save_pretrained(tmp_path / "rm")
+    reloaded = mr.load(tmp_path / "rm", device="cpu")
+    assert [o.raw for o in reloaded.score_samples(batch)] == pytest.approx(before, abs=1e-5)
+    return reloaded
+
+
 def test_conv_encoder_gives_grid_tokens_learns_and_reloads_with_the_same_scores(tiny_lm, tmp_path):
     torch.manual_seed(0)
     encoder = ConvVisionEncoder(image_size=32, channels=[8, 16], depth=2, colour_levels=2)
@@ -135,17 +150,9 @@ def test_conv_encoder_gives_grid_tokens_learns_and_reloads_with_the_same_scores(
     batch = samples(4)
     inputs = model.collate(batch)
     assert encoder(inputs["pixel_values"]).shape == (4, 64, 16)
-    reward = RewardModel(model, MLPHead(hidden_size=16), name="composite-conv")
-    reward(inputs).score.sum().backward()  # the encoder trains through the LM
-    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in encoder.parameters())
-    scorer = Scorer(reward.eval(), device="cpu")
-    before = [o.raw for o in scorer.score_samples(batch)]
-    alone = [scorer.score_samples([s])[0].raw for s in batch]  # per-image norms: no batch effect
-    assert alone == pytest.approx(before, abs=1e-5)
-    scorer.save_pretrained(tmp_path / "rm")
-    reloaded = mr.load(tmp_path / "rm", device="cpu")
+    reloaded = _trains_scores_alone_and_reloads(model, batch, tmp_path)  # per-image norms: no batch effect
+    assert all(p.grad.abs().sum() > 0 for p in encoder.parameters())
     assert isinstance(reloaded.model.backbone.encoder, ConvVisionEncoder)
-    assert [o.raw for o in reloaded.score_samples(batch)] == pytest.approx(before, abs=1e-5)
     with pytest.raises(ValueError, match="divisible"):
         ConvVisionEncoder(image_size=36, channels=[8, 16, 16])
 
@@ -167,19 +174,12 @@ def test_resnet_encoder_reads_stage_grids_as_tokens_and_reloads_with_the_same_sc
     batch = samples(4)
     inputs = model.collate(batch)
     assert encoder(inputs["pixel_values"]).shape == (4, 16, 192)
-    reward = RewardModel(model, MLPHead(hidden_size=16), name="composite-resnet")
-    reward(inputs).score.sum().backward()  # the tower trains through the LM
-    assert all(p.grad is not None for p in encoder.parameters())
+    reloaded = _trains_scores_alone_and_reloads(
+        model, batch, tmp_path
+    )  # eval-mode BatchNorm: no batch effect
     assert encoder.visual.conv1.weight.grad.abs().sum() > 0
-    scorer = Scorer(reward.eval(), device="cpu")
-    before = [o.raw for o in scorer.score_samples(batch)]
-    alone = [scorer.score_samples([s])[0].raw for s in batch]  # eval-mode BatchNorm: no batch effect
-    assert alone == pytest.approx(before, abs=1e-5)
-    scorer.save_pretrained(tmp_path / "rm")
-    reloaded = mr.load(tmp_path / "rm", device="cpu")
     assert isinstance(reloaded.model.backbone.encoder, ClipResNetEncoder)
     assert reloaded.model.backbone.encoder.read_out == ["layer2", "layer3"]
-    assert [o.raw for o in reloaded.score_samples(batch)] == pytest.approx(before, abs=1e-5)
     # stage 2 starts from a saved stage-1 folder in train mode, so BatchNorm keeps learning its statistics
     from judges.pixel_training import PixelJudgeSFTModule
 
