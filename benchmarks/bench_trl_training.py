@@ -67,6 +67,14 @@ MMREWARD_SETTINGS = {
     # AdamW fused, as mmreward's default optimizer and full-size configs (and TRL's adamw_torch_fused)
     "fp32": {"precision": "32-true", "optimizer": {"fused": True}, "backbone": {}},
     "bf16": {"precision": "bf16-mixed", "optimizer": {"fused": True}, "backbone": {}},
+    # the backbone's forward through torch.compile(dynamic=True) (RewardModule(compile=True))
+    "fp32+compile": {"precision": "32-true", "optimizer": {"fused": True}, "backbone": {}, "compile": True},
+    "bf16+compile": {
+        "precision": "bf16-mixed",
+        "optimizer": {"fused": True},
+        "backbone": {},
+        "compile": True,
+    },
     # without prompt packing: every sample in its own padded row, as TRL does
     "fp32+unpacked": {
         "precision": "32-true",
@@ -89,6 +97,11 @@ def chat_ids(tokenizer, prompt: str, response: str) -> list[int]:
     messages = [{"role": "user", "content": prompt}, {"role": "assistant", "content": response}]
     text = tokenizer.apply_chat_template(messages, tokenize=False)
     return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+def warmup_seconds(start: float, stamps: list[float], warmup: int) -> float:
+    """Wall time from the start of training to the end of the warm-up steps (compilation included)."""
+    return stamps[warmup - 1] - start
 
 
 def pairs_per_second(stamps: list[float], warmup: int, batch_size: int) -> float:
@@ -128,6 +141,10 @@ def run_trl(args: argparse.Namespace) -> dict:
     class StepClock(TrainerCallback):
         def __init__(self) -> None:
             self.stamps: list[float] = []
+            self.start = 0.0
+
+        def on_train_begin(self, *_, **__) -> None:
+            self.start = time.perf_counter()
 
         def on_step_end(self, *_, **__) -> None:
             self.stamps.append(time.perf_counter())
@@ -186,6 +203,7 @@ def run_trl(args: argparse.Namespace) -> dict:
             hits.append(logits[: len(chunk)] > logits[len(chunk) :])
     return {
         "pairs_per_s": pairs_per_second(clock.stamps, args.warmup, args.batch_size),
+        "warmup_s": warmup_seconds(clock.start, clock.stamps, args.warmup),
         "accuracy": float(torch.cat(hits).float().mean()),
         "rss_before_mb": rss_before,
         "rss_peak_mb": rss_peak,
@@ -223,6 +241,7 @@ def mmreward_config(args: argparse.Namespace) -> dict:
                     "class_path": "torch.optim.AdamW",
                     "init_args": {"lr": args.lr, "weight_decay": 0.0, **setting["optimizer"]},
                 },
+                "compile": setting.get("compile", False),
             },
         },
         "data": {
@@ -253,10 +272,11 @@ def _lightning_step_clock() -> type:
 
         def __init__(self) -> None:
             self.stamps: list[float] = []
-            self.rss_before = self.rss_peak = 0.0
+            self.rss_before = self.rss_peak = self.start = 0.0
 
         def on_train_start(self, *_) -> None:
             self.rss_before = max_rss_mb()
+            self.start = time.perf_counter()
 
         def on_train_batch_end(self, *_) -> None:
             self.stamps.append(time.perf_counter())
@@ -295,6 +315,7 @@ def run_mmreward(args: argparse.Namespace) -> dict:
         hits.append(score[: len(chunk)] > score[len(chunk) :])
     return {
         "pairs_per_s": pairs_per_second(clock.stamps, args.warmup, args.batch_size),
+        "warmup_s": warmup_seconds(clock.start, clock.stamps, args.warmup),
         "accuracy": float(torch.cat(hits).float().mean()),
         "rss_before_mb": clock.rss_before,
         "rss_peak_mb": clock.rss_peak,
@@ -432,6 +453,7 @@ def main() -> None:
                 results.append({**r, "repeat": repeat})
                 print(
                     f"{path:>8} {setting:<20} {r['pairs_per_s']:8.1f} pairs/s  acc {r['accuracy']:.3f}  "
+                    f"first {args.warmup} steps {r['warmup_s']:.1f} s  "
                     f"RSS before {r['rss_before_mb']:6.0f} MiB, peak {r['rss_peak_mb']:6.0f} MiB  "
                     f"prep {r['prep_s']:.2f} s  load {r['load']:.2f}",
                     flush=True,
@@ -467,6 +489,7 @@ def main() -> None:
                     "best runs": f"{row['best'] / best['best']:.2f}x",
                     "held-out accuracy": f"{row['accuracy']:.3f} vs {best['accuracy']:.3f}",
                     "peak RSS": f"{row['rss_peak_mb']:.0f} vs {best['rss_peak_mb']:.0f} MiB",
+                    f"first {args.warmup} steps": f"{row['warmup_s']:.1f} vs {best['warmup_s']:.1f} s",
                 },
             )
     print(f"load average at the end: {os.getloadavg()}")

@@ -123,3 +123,31 @@ def test_bad_inputs_name_the_record_and_field(tiny_lm):
     with_image = Sample(prompt="x", response="y", image="a.png", meta={"source": "pairs.jsonl", "line": 3})
     with pytest.raises(ValueError, match=r"pairs.jsonl:3 field 'image'.*VLMBackbone"):
         backbone.collate([with_image])
+
+
+def test_compiled_fit_traces_the_backbone_trains_alike_and_ends_eager(tiny_lm, tmp_path):
+    """``RewardModule(compile=...)``: Dynamo traces the backbone's forward during the fit (a counting
+    backend that runs the traced graphs as they are, so the test pays no code generation), the
+    weights end as the eager fit's, and the backbone is eager again for scoring."""
+    paths = EchoWorld(train_pairs=64, val_pairs=0, test_pairs=8, seed=0).write(tmp_path / "data")
+    graphs = []
+
+    def counting(graph, example_inputs):
+        graphs.append(graph)
+        return graph.forward
+
+    weights = []
+    for compile in (False, {"backend": counting, "dynamic": True}):
+        torch.manual_seed(0)
+        model = RewardModel(LMBackbone(str(tiny_lm)), MLPHead(hidden_size=16))
+        module = RewardModule(model, optimizer=partial(torch.optim.AdamW, lr=3e-3), compile=compile)
+        trainer = L.Trainer(
+            max_steps=4, accelerator="cpu", logger=False, enable_checkpointing=False,
+            enable_progress_bar=False, enable_model_summary=False,
+        )  # fmt: skip
+        with torch_threads(1):
+            trainer.fit(module, RewardDataModule(train=str(paths["train"]), batch_size=8, seed=0))
+        assert "forward" not in vars(model.backbone)  # the class's forward again
+        weights.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
+    assert graphs, "the backbone's forward was not traced"
+    assert torch.allclose(weights[0], weights[1], atol=1e-5)
