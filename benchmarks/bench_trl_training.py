@@ -17,7 +17,9 @@ gradient clipping:
   ``torch.optim.AdamW`` fused, as mmreward's default optimizer and configs and TRL's default
   ``adamw_torch_fused`` run, or unfused with ``+unfused``). ``LMBackbone`` packs a pair's chosen and
   rejected into one row with the prompt once (exact; ``tests/test_lm_packing.py``); ``+unpacked``
-  turns that off.
+  turns that off. ``+compile`` sets ``RewardModule(compile=True)``: the backbone's forward through
+  ``torch.compile(dynamic=True)``, with a fresh inductor cache per run, so the run's warm-up (the
+  wall time of its first ``--warmup`` steps, printed for every run) includes the compilation.
 
 The model is a Qwen3 (``tests/vlm_helpers.build_tiny_causal_lm``), the Qwen2 architecture plus
 q/k-norm: transformers loads a ``qwen2`` folder's tokenizer as its byte-level ``Qwen2Tokenizer``
@@ -361,6 +363,8 @@ def spawn(args: argparse.Namespace, path: str, setting: str, files: dict) -> dic
         "--seed", str(args.seed),
     ]  # fmt: skip
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "PYTHONPATH": str(ROOT)}
+    # a fresh inductor cache per run, so a compiled run's warm-up always includes the compilation
+    env["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="inductor-", dir=files["workdir"])
     done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=ROOT)
     lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
     if done.returncode != 0 or not lines:
@@ -409,7 +413,7 @@ def main() -> None:
     )
     parser.add_argument(
         "--mmreward",
-        default="fp32,fp32+unpacked,fp32+unfused",
+        default="fp32,fp32+compile,fp32+unpacked",
         help=f"mmreward settings, of {list(MMREWARD_SETTINGS)}",
     )
     parser.add_argument(
