@@ -57,18 +57,28 @@ class CompositeBackend(TransformersBackend):
     def _template(self, request: Messages) -> str:
         return self.composite.chat_text(request, add_generation_prompt=True)
 
+    def unique_pixels(self, requests: list[Messages]) -> dict[str, torch.Tensor]:
+        """``pixel_values`` of each distinct image of the batch (by path, else by object) and the
+        ``image_index`` of every image part: the k copies of a sampled request and both orders of a
+        pairwise swap load and encode their images once."""
+        rows: dict[Any, int] = {}
+        pixels, index = [], []
+        for request in requests:
+            for j, image in enumerate(message_media(request)):
+                key = str(image) if isinstance(image, (str, Path)) else id(image)
+                if key not in rows:
+                    rows[key] = len(pixels)
+                    pixels.append(self.composite.encoder.pixels(image, REQUEST, f"image part {j}"))
+                index.append(rows[key])
+        return {
+            "pixel_values": self.composite._stack(pixels),
+            "image_index": torch.tensor(index, dtype=torch.long),
+        }
+
     def _generate_batch(
         self, texts: list[str], requests: list[Messages], params: SamplingParams
     ) -> list[Generation]:
-        pixels = [
-            self.composite.encoder.pixels(image, REQUEST, f"image part {j}")
-            for request in requests
-            for j, image in enumerate(message_media(request))
-        ]
-        inputs = {
-            **self.composite.tokenize(texts, padding_side="left"),
-            "pixel_values": self.composite._stack(pixels),
-        }
+        inputs = {**self.composite.tokenize(texts, padding_side="left"), **self.unique_pixels(requests)}
         inputs = {k: v.to(self.device) for k, v in inputs.items()}
         sampling = (
             {"do_sample": True, "temperature": params.temperature, "top_p": params.top_p}

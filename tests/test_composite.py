@@ -207,6 +207,30 @@ def test_a_missing_or_corrupt_image_names_the_record_and_field(tiny_lm, tmp_path
         model.collate([bad])
 
 
+def test_an_image_shared_by_requests_is_encoded_once_with_the_same_generations(tiny_lm, monkeypatch):
+    """k copies of a sampled request and both orders of a pairwise swap encode each image once, and
+    generate what each request generates alone."""
+    from judges.base import user_request
+    from judges.pairwise import PairwiseJudge
+
+    backend = CompositeBackend(composite(tiny_lm, pooled_grid=2), device="cpu", batch_size=8)
+    a, b, c = samples(3)
+    critique = CritiqueJudge(backend, max_new_tokens=4).requests([a])[0]
+    pairwise = PairwiseJudge(backend)
+    shown, swapped = pairwise.requests([(a, b), (b, a)])
+    requests = [critique, critique, critique, shown, swapped, user_request("and this?", [c.image])]
+    encoded = []
+    forward = backend.composite.encoder.forward
+    monkeypatch.setattr(backend.composite.encoder, "forward", lambda x: encoded.append(len(x)) or forward(x))
+    params = SamplingParams(max_new_tokens=4, top_logprobs=2)
+    together = backend.generate(requests, params)
+    assert encoded == [3]  # a, b and c, for 8 image parts
+    alone = [backend.generate([r], params)[0] for r in requests]
+    for x, y in zip(together, alone):
+        assert x.tokens == y.tokens
+        assert x.logprobs == pytest.approx(y.logprobs, abs=1e-4)
+
+
 @pytest.mark.parametrize("lora", [None, {"r": 4, "lora_alpha": 8}])
 def test_generation_is_batched_with_the_cache_and_equals_one_at_a_time(tiny_lm, tmp_path, lora):
     if lora is not None:

@@ -418,18 +418,28 @@ class CompositeVLM(nn.Module, Configurable):
             tokens = nn.functional.adaptive_avg_pool2d(grid, self.pooled_grid).flatten(2).transpose(1, 2)
         return self.projector(tokens)
 
-    def embed(self, input_ids: torch.Tensor, pixel_values: torch.Tensor) -> torch.Tensor:
-        """(B, S, hidden) input embeddings: the text's, with image features in the ``<image>`` slots."""
+    def embed(
+        self, input_ids: torch.Tensor, pixel_values: torch.Tensor, image_index: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """(B, S, hidden) input embeddings: the text's, with image features in the ``<image>`` slots.
+
+        ``image_index`` (optional, one entry per ``<image>`` in the batch, in order) names the row of
+        ``pixel_values`` each slot group shows, so an image that several requests share (k samples of
+        one request, both orders of a pairwise swap) is encoded once.
+        """
         embeds = self.language_model.get_input_embeddings()(input_ids)
         slots = input_ids == self.image_token_id
-        expected = len(pixel_values) * self.tokens_per_image
+        images = len(pixel_values) if image_index is None else len(image_index)
+        expected = images * self.tokens_per_image
         if int(slots.sum()) != expected:
             raise ValueError(
-                f"The batch holds {int(slots.sum())} image-token slots but {len(pixel_values)} image(s) "
+                f"The batch holds {int(slots.sum())} image-token slots but {images} image(s) "
                 f"({expected} slots). Build inputs with collate/tokenize, one {self.image_token!r} per image."
             )
         if expected:
             features = self.image_features(pixel_values).to(embeds.dtype)
+            if image_index is not None:
+                features = features[image_index]
             embeds = embeds.masked_scatter(slots[..., None], features.reshape(-1, embeds.shape[-1]))
         return embeds
 
@@ -442,7 +452,7 @@ class CompositeVLM(nn.Module, Configurable):
         """The LM's output (logits, loss when ``labels`` are given) on a collated or tokenized batch."""
         mask = inputs["attention_mask"]
         return self.language_model(
-            inputs_embeds=self.embed(inputs["input_ids"], inputs["pixel_values"]),
+            inputs_embeds=self.embed(inputs["input_ids"], inputs["pixel_values"], inputs.get("image_index")),
             attention_mask=mask,
             position_ids=self.positions(mask),
             labels=labels,
@@ -465,7 +475,7 @@ class CompositeVLM(nn.Module, Configurable):
         ``do_sample``, ``output_logits``, ...); the returned sequences hold the new tokens only.
         """
         return self.language_model.generate(
-            inputs_embeds=self.embed(inputs["input_ids"], inputs["pixel_values"]),
+            inputs_embeds=self.embed(inputs["input_ids"], inputs["pixel_values"], inputs.get("image_index")),
             attention_mask=inputs["attention_mask"],
             pad_token_id=self.tokenizer.pad_token_id,
             eos_token_id=self.tokenizer.eos_token_id,
