@@ -8,7 +8,9 @@ ranking of K candidates, or a chosen/rejected pair, costs one scene encoding.
 
 Besides the learned query-key attention, each head adds a bias ``-w_hp * |keypoint_p - token|^2``
 for the action's keypoints, with ``w`` learned and started at a spread of scales: grasp-centred
-heads see what lies under and around the gripper from the first step.
+heads see what lies under and around the gripper from the first step. With ``local_neighbours``,
+each keypoint also reads the scene points nearest to it at the cloud's full resolution (the scene
+tokens are centroids of groups, a few centimetres apart).
 """
 
 from __future__ import annotations
@@ -55,6 +57,21 @@ class CrossAttentionBlock(nn.Module):
         return query + self.mlp(self.norm_mlp(query))
 
 
+Symmetry = Literal[
+    "half_turn", "quarter_turn", "mirror_x", "mirror_y", "mirror_diagonal", "mirror_antidiagonal"
+]
+
+SYMMETRIES: dict[str, tuple[tuple[float, float], tuple[float, float]]] = {
+    "half_turn": ((-1.0, 0.0), (0.0, -1.0)),
+    "quarter_turn": ((0.0, 1.0), (-1.0, 0.0)),
+    "mirror_x": ((-1.0, 0.0), (0.0, 1.0)),
+    "mirror_y": ((1.0, 0.0), (0.0, -1.0)),
+    "mirror_diagonal": ((0.0, 1.0), (1.0, 0.0)),
+    "mirror_antidiagonal": ((0.0, -1.0), (-1.0, 0.0)),
+}
+"""Maps of the table plane, as matrices that multiply (x, y) row vectors."""
+
+
 class ActionPreferenceModel(nn.Module, Configurable):
     """A reward model over (point-cloud scene, action) samples; see the module docstring.
 
@@ -70,6 +87,16 @@ class ActionPreferenceModel(nn.Module, Configurable):
         num_points: Points kept per scene (farthest-point sampled) before encoding.
         num_heads: Attention heads.
         num_layers: Cross-attention blocks.
+        local_neighbours: When above 0, each action keypoint also reads the ``local_neighbours``
+            scene points nearest to it in the table plane: their offsets from the keypoint and
+            their heights, through a shared MLP, max- and mean-pooled. 0 leaves this out.
+        local_radius: The unit of those offsets in metres (on the cloth: the grasp's reach).
+        train_symmetries: Maps of the table plane under which the task's outcomes do not change.
+            In training, each scene is mapped, with its actions, by one drawn uniformly from these
+            and the identity (about the frame's origin: the cloud's centroid with
+            ``frame="centroid"``). Scoring never maps. Name only maps that hold for your task: on
+            the simulated cloth the half turn and the two diagonal mirrors keep a move's coverage
+            within 0.01, a quarter turn changes it by up to 0.16 (docs/robotics.md).
         name: Model name, for provenance.
     """
 
@@ -84,6 +111,9 @@ class ActionPreferenceModel(nn.Module, Configurable):
         num_points: int = 512,
         num_heads: int = 4,
         num_layers: int = 2,
+        local_neighbours: int = 0,
+        local_radius: float = 0.03,
+        train_symmetries: tuple[Symmetry, ...] = (),
         name: str = "action-preference",
     ) -> None:
         super().__init__()
@@ -111,6 +141,17 @@ class ActionPreferenceModel(nn.Module, Configurable):
         self.distance_logit = nn.Parameter(scales + torch.log(-torch.expm1(-scales)))  # softplus^-1
         self.blocks = nn.ModuleList(CrossAttentionBlock(dim, num_heads) for _ in range(num_layers))
         self.score_head = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, dim), nn.GELU(), nn.Linear(dim, 1))
+        self.local_neighbours, self.local_radius = local_neighbours, local_radius
+        if local_neighbours:
+            # per neighbour: (dx, dy) in units of local_radius, its distance, its height
+            self.local_mlp = nn.Sequential(nn.Linear(4, dim), nn.GELU(), nn.Linear(dim, dim), nn.GELU())
+            self.local_out = nn.Linear(2 * dim * self.max_keypoints, dim)
+        unknown = [s for s in train_symmetries if s not in SYMMETRIES]
+        if unknown:
+            raise ValueError(f"Unknown train_symmetries {unknown}; choose from {', '.join(SYMMETRIES)}.")
+        self.train_symmetries = tuple(train_symmetries)
+        maps = [((1.0, 0.0), (0.0, 1.0))] + [SYMMETRIES[s] for s in self.train_symmetries]
+        self.register_buffer("_maps", torch.tensor(maps), persistent=False)  # (1 + M, 2, 2)
 
     @property
     def preprocessing(self) -> dict[str, Any]:
@@ -193,6 +234,8 @@ class ActionPreferenceModel(nn.Module, Configurable):
         return query
 
     def forward(self, inputs: dict[str, torch.Tensor]) -> HeadOutput:
+        if self.training and self.train_symmetries:
+            inputs = self.map_scenes(inputs)
         tokens, positions = self.encoder(inputs["points"])  # (S, T, D), (S, T, 3): once per scene
         scene = inputs["scene_index"]
         sq = ((inputs["keypoints"][:, :, None] - positions[scene][:, None, :, :2]) ** 2).sum(-1)  # (N, Kp, T)
@@ -200,9 +243,42 @@ class ActionPreferenceModel(nn.Module, Configurable):
         bias = -torch.einsum("nhp,npt->nht", weight, sq)[:, :, None].to(tokens.dtype)  # (N, H, 1, T)
         summary = self.scene_summary(torch.cat([tokens.amax(dim=1), tokens.mean(dim=1)], dim=-1))  # (S, D)
         query = self.encode_actions(inputs) + summary[scene]
+        if self.local_neighbours:
+            query = query + self.local_features(inputs)
         for block in self.blocks:
             query = block(query, tokens, scene, bias)
         return HeadOutput(score=self.score_head(query).squeeze(-1).float())
+
+    def local_features(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """(N, D): what lies under and around each keypoint, from its nearest scene points."""
+        points = inputs["points"][inputs["scene_index"], :, :3]  # (N, P, 3)
+        keypoints, mask = inputs["keypoints"], inputs["keypoint_mask"]
+        n, kp = keypoints.shape[:2]
+        k = min(self.local_neighbours, points.shape[1])
+        sq = ((keypoints[:, :, None] - points[:, None, :, :2]) ** 2).sum(-1)  # (N, Kp, P)
+        idx = sq.topk(k, dim=-1, largest=False).indices  # (N, Kp, k)
+        near = points.gather(1, idx.reshape(n, kp * k, 1).expand(-1, -1, 3)).view(n, kp, k, 3)
+        xy = (near[..., :2] - keypoints[:, :, None]) / (self.local_radius / self._half)
+        h = self.local_mlp(torch.cat([xy, xy.norm(dim=-1, keepdim=True), near[..., 2:3]], dim=-1))
+        pooled = torch.cat([h.amax(dim=2), h.mean(dim=2)], dim=-1) * mask[..., None].to(h.dtype)
+        return self.local_out(pooled.flatten(1))
+
+    def map_scenes(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Each scene and its actions mapped by a random one of ``train_symmetries`` or the identity."""
+        maps = self._maps[torch.randint(0, len(self._maps), (inputs["points"].shape[0],))]  # (S, 2, 2)
+        points = inputs["points"].clone()
+        points[:, :, :2] = torch.einsum("spc,scd->spd", points[:, :, :2], maps)
+        per_action = maps[inputs["scene_index"]].to(points.dtype)  # (N, 2, 2)
+        extra = inputs["extra"].clone()
+        for i, enc in enumerate(self.action_encoders.values()):  # vector extras turn with the scene
+            rows = (inputs["primitive"] == i).nonzero().squeeze(1)
+            if enc.extra_vectors and rows.numel():
+                vec = extra[rows, : 2 * enc.extra_vectors].view(len(rows), enc.extra_vectors, 2)
+                extra[rows, : 2 * enc.extra_vectors] = torch.einsum(
+                    "nvc,ncd->nvd", vec, per_action[rows]
+                ).flatten(1)
+        keypoints = torch.einsum("npc,ncd->npd", inputs["keypoints"], per_action)
+        return {**inputs, "points": points, "keypoints": keypoints, "extra": extra}
 
 
 def _scene_key(point_cloud: Any) -> str:

@@ -47,8 +47,10 @@ def _bounds(workspace: float | tuple[float, ...] | list[float]) -> tuple[float, 
 class ActionEncoder(nn.Module, Configurable):
     """Base class: parse one primitive's dict into keypoints + extras, and embed them.
 
-    Subclasses set ``primitive``, ``keys`` (the names of their keypoints, in order) and
-    ``num_extra``, and implement ``parse_extra``. The model moves keypoints to the canonical
+    Subclasses set ``primitive``, ``keys`` (the names of their keypoints, in order),
+    ``num_extra`` and ``extra_vectors`` (how many (x, y) vectors in the table plane lead the extras,
+    such as a fling's direction: they turn with the scene when a model trains on its symmetries),
+    and implement ``parse_extra``. The model moves keypoints to the canonical
     frame; ``forward`` embeds them with Fourier features (NeRF, Mildenhall et al., 2020) and
     adds the offset and distance between every two keypoints.
 
@@ -61,6 +63,7 @@ class ActionEncoder(nn.Module, Configurable):
     primitive: str = ""
     keys: tuple[str, ...] = ()
     num_extra: int = 0
+    extra_vectors: int = 0
 
     def __init__(self, dim: int | None = None, hidden: int = 128, frequencies: int = 6) -> None:
         super().__init__()
@@ -141,6 +144,7 @@ class FlingEncoder(ActionEncoder):
     primitive = "fling"
     keys = ("left", "right")
     num_extra = 2
+    extra_vectors = 1
 
     @classmethod
     def fields(cls) -> tuple[str, ...]:

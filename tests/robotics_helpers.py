@@ -15,8 +15,12 @@ EVAL_STEPS = 3
 EVAL_CANDIDATES = 8
 
 
-def tiny_action_model(seed: int = 0, num_points: int = 128):
-    """An ActionPreferenceModel small enough to train in a test (about 0.1 M parameters)."""
+def tiny_action_model(seed: int = 0, num_points: int = 256):
+    """An ActionPreferenceModel small enough to train in a test (about 0.18 M parameters).
+
+    It reads all 256 observed points, each keypoint's 16 nearest points, and trains on the three
+    symmetries of the table that keep the simulated cloth's coverage (docs/robotics.md).
+    """
     from modalities.action_model import ActionPreferenceModel
     from modalities.actions import FlingEncoder, PickPlaceEncoder
     from modalities.backbones.pointnet import PointNetEncoder
@@ -24,7 +28,13 @@ def tiny_action_model(seed: int = 0, num_points: int = 128):
     torch.manual_seed(seed)
     encoder = PointNetEncoder(dim=64, centroids=(32, 8), neighbours=(12, 8), widths=(48, 96))
     encoders = {"pick_place": PickPlaceEncoder(frequencies=2), "fling": FlingEncoder(frequencies=2)}
-    return ActionPreferenceModel(encoder, encoders, num_points=num_points)
+    return ActionPreferenceModel(
+        encoder,
+        encoders,
+        num_points=num_points,
+        local_neighbours=16,
+        train_symmetries=("half_turn", "mirror_diagonal", "mirror_antidiagonal"),
+    )
 
 
 @contextlib.contextmanager

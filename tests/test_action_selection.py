@@ -42,23 +42,20 @@ def _scene_and_candidates(k: int = 16, seed: int = 0) -> tuple[np.ndarray, list[
 
 
 UNMET = (
-    "issue 6's bar, not met at 3 sd (issue 18): with 60 training episodes the tiny cloth model's "
-    "held-out pair accuracy is about 0.81 over five seeds, but spreads below 0.8 on some (0.784 on "
-    "seed 0); see docs/learning-figures.md"
+    "issue 6's bar, not met at 3 sd (issue 18): the tiny cloth model's held-out pair accuracy is "
+    "0.833 +- 0.013 over five seeds (min 0.814), so mean - 3 sd is 0.794; see docs/learning-figures.md"
 )
 
 
 @pytest.mark.xfail(reason=UNMET, strict=False)
-def test_trained_model_meets_the_issue_bars():
-    """Issue 6: >= 0.8 held-out pair accuracy, and a good part (0.4) of the random-to-oracle gap closed."""
+def test_trained_model_meets_issue_6s_pair_accuracy():
+    """Issue 6: >= 0.8 held-out pair accuracy."""
     accuracy, pairs = held_out_pair_accuracy(trained_model())
-    summary = compare(episode_results()[0])
     assert accuracy >= 0.8, f"held-out pair accuracy {accuracy:.3f} on {pairs} pairs"
-    assert summary["oracle_gap_closed"] > 0.4, summary
 
 
 def test_trained_model_ranks_held_out_pairs_far_above_its_untrained_start():
-    """The accuracy is learned: the same architecture before training is near chance (0.51 +- 0.02)."""
+    """The accuracy is learned: the same architecture before training is near chance (0.49 +- 0.02)."""
     accuracy, pairs = held_out_pair_accuracy(trained_model())
     untrained, _ = held_out_pair_accuracy(tiny_action_model(seed=1))
     assert pairs > 1000
@@ -71,10 +68,11 @@ def test_reward_model_selection_beats_random_and_closes_the_oracle_gap(tmp_path:
     summary = compare(results)
     rm, rnd, orc = (summary[k]["final_coverage"] for k in ("reward_model", "random", "oracle"))
     # controls: random selection here, the untrained model in the pair-accuracy test above; paired over
-    # the same 64 crumpled starts, both bars hold at mean - 3 sd over five seeds (docs/learning-figures.md)
+    # the same 64 crumpled starts, both bars hold at mean - 3 sd over five seeds (docs/learning-figures.md):
+    # the margin 0.124 +- 0.011, the share of the gap 0.546 +- 0.047 against issue 6's 0.4
     assert summary["margin_over_random"] > 0.04, summary
     assert rm > rnd and orc >= rm - 0.02
-    assert summary["oracle_gap_closed"] > 0.2, summary
+    assert summary["oracle_gap_closed"] > 0.4, summary
     png = plot_coverage(results, tmp_path / "coverage.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     report = selector.latency()
