@@ -27,8 +27,8 @@ from pathlib import Path
 import torch
 from headline import record
 
-from judges.backends import SamplingParams
-from judges.composite_backend import CompositeBackend
+from judges.backends import SamplingParams, message_media
+from judges.composite_backend import REQUEST, CompositeBackend
 from judges.critique import critique_request
 from judges.critique_data import CritiqueWorld
 from judges.pairwise import PairwiseJudge
@@ -46,9 +46,6 @@ class ReEncodingBackend(CompositeBackend):
     """The baseline: every image part of a batch loaded and encoded, shared or not."""
 
     def unique_pixels(self, requests):
-        from judges.backends import message_media
-        from judges.composite_backend import REQUEST
-
         pixels = [
             self.composite.encoder.pixels(image, REQUEST, f"image part {j}")
             for request in requests

@@ -15,7 +15,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import torch
 import yaml
 
 pytest.importorskip("transformers")
@@ -28,6 +27,7 @@ from mmreward.cli import main  # noqa: E402
 from mmreward.data.records import read_records  # noqa: E402
 from mmreward.data.synthetic import T2IWorld  # noqa: E402
 from mmreward.types import Preference  # noqa: E402
+from tests.vlm_helpers import torch_threads  # noqa: E402
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "composite" / "t2i_scalar_rm.yaml"
 
@@ -48,15 +48,11 @@ def trained(tmp_path_factory) -> dict:
     paths = T2IWorld(3000, 50, 300, quality_pairs=False, relation_fraction=0.0).write(root / "data")
     lm = TinyJudgeLM(64, 2).build(root / "lm", [r.chosen.prompt for r in read_records(paths["train"])])
     override = overrides(root / "paths.yaml", lm, root / "data")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # the figures in docs/vlm.md are one thread's
-    try:
+    with torch_threads(1):  # the figures in docs/vlm.md are one thread's
         main([
             "fit", "--config", str(CONFIG), "--config", str(override),
             "--trainer.default_root_dir", str(root / "run"), "--trainer.enable_progress_bar", "false",
         ])  # fmt: skip
-    finally:
-        torch.set_num_threads(threads)
     scorer = mr.load(root / "run" / "model", device="cpu")
     pairs = [r for r in read_records(paths["test"]) if isinstance(r, Preference)]
     metrics = heldout_metrics(scorer, pairs)
