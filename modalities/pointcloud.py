@@ -200,23 +200,26 @@ def farthest_point_sampling(points: np.ndarray, num_samples: int) -> np.ndarray:
     """Indices of ``num_samples`` points chosen by farthest-point sampling (PointNet++, Qi et al., 2017).
 
     The first point is the one farthest from the centroid, so the selection does not depend on
-    the order of the points. With fewer points than asked, the selection is repeated cyclically.
+    the order of the points. With no more points than asked, every point is kept, in its order
+    (farthest-point sampling would only permute them, at a numpy call per point: half a training
+    step of the cloth model went there), repeated cyclically up to ``num_samples``.
 
     Args:
         points: (N, C) array; the first three columns are positions.
     """
+    if len(points) <= num_samples:
+        return np.resize(np.arange(len(points)), num_samples)
     # one contiguous array per coordinate: a reduce over a length-3 axis is slow in numpy
     x, y, z = (np.ascontiguousarray(points[:, k], dtype=np.float64) for k in range(3))
-    count = min(num_samples, len(x))
-    chosen = np.empty(count, dtype=np.int64)
+    chosen = np.empty(num_samples, dtype=np.int64)
     chosen[0] = int(np.argmax((x - x.mean()) ** 2 + (y - y.mean()) ** 2 + (z - z.mean()) ** 2))
     dist = np.full(len(x), np.inf)
-    for i in range(count):
+    for i in range(num_samples):
         if i:
             chosen[i] = int(np.argmax(dist))
         c = chosen[i]
         np.minimum(dist, (x - x[c]) ** 2 + (y - y[c]) ** 2 + (z - z[c]) ** 2, out=dist)
-    return chosen if count == num_samples else np.resize(chosen, num_samples)
+    return chosen
 
 
 def farthest_point_sampling_torch(xyz: torch.Tensor, num_samples: int) -> torch.Tensor:
