@@ -30,12 +30,12 @@ def _offline(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 LONGEST_FIRST = (
-    "test_quickstart.py",
+    "test_judges_sft.py",
     "test_video_learning.py",
-    "test_edit_learning.py",
     "test_action_selection.py",
     "test_prm_quickstart.py",
-    "test_judges_sft.py",
+    "test_quickstart.py",
+    "test_edit_learning.py",
 )
 """The files that train a quick start (several minutes each on one thread), longest first: under
 ``pytest -n auto --dist loadfile`` the workers take files in collection order, so starting with

@@ -1,8 +1,9 @@
-"""The quick-start judge judges from pixels: after two-stage SFT it reads the rendered image (never a
-scene text), writes its critique and score, and its scores fall apart when the images are shuffled.
+"""The quick-start judge judges from pixels: after two-stage SFT it describes the rendered image
+(never given a scene text), judges its own description against the prompt, reaches issue 12's bars on
+held-out prompts, and its scores fall apart when the images are shuffled.
 
-One training run per session (``tests.judge_helpers.trained_judge``) feeds every test here but the
-CLI one.
+One training run per session (``tests.judge_helpers.trained_judge``, the demo's settings) feeds every
+test here but the CLI one.
 """
 
 from __future__ import annotations
@@ -13,15 +14,21 @@ pytest.importorskip("transformers")
 pytest.importorskip("fastapi")
 pytest.importorskip("open_clip")
 
-from integrations.demos.judge import QUICKSTART, described_colours_rate, evaluate, shuffled_images  # noqa: E402
+from integrations.demos.judge import (  # noqa: E402
+    QUICKSTART,
+    described_colours_rate,
+    evaluate,
+    quickstart_judge,
+    shuffled_images,
+)
 from integrations.serving.openai_server import create_app, serve_in_thread  # noqa: E402
-from judges.backends import OpenAIBackend, SamplingParams  # noqa: E402
+from judges.backends import OpenAIBackend  # noqa: E402
 from judges.composite_backend import CompositeBackend  # noqa: E402
-from judges.critique import CritiqueJudge  # noqa: E402
 from judges.critique_data import read_examples  # noqa: E402
+from judges.describe_first import DESCRIBE_REQUEST, DescribeFirstJudge  # noqa: E402
 from judges.pixel_training import pixel_sample  # noqa: E402
 from judges.scaling import ScaledJudge  # noqa: E402
-from tests.judge_helpers import PIXEL_JUDGE_MEASURED, trained_judge  # noqa: E402
+from tests.judge_helpers import trained_judge  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -36,18 +43,12 @@ def held_out(run):
 
 @pytest.fixture(scope="module")
 def local_judge(run):
-    return CritiqueJudge(
-        CompositeBackend(str(run / "model"), device="cpu", batch_size=50),
-        max_new_tokens=QUICKSTART["max_new_tokens"],
-    )
+    return quickstart_judge(run / "model")
 
 
 @pytest.fixture(scope="module")
 def evaluations(run, held_out, local_judge):
-    untrained = CritiqueJudge(
-        CompositeBackend(str(run / "base"), device="cpu", batch_size=50),
-        max_new_tokens=QUICKSTART["max_new_tokens"],
-    )
+    untrained = quickstart_judge(run / "base")
     root = run / "data"
     return (
         evaluate(local_judge, held_out, root),
@@ -56,14 +57,36 @@ def evaluations(run, held_out, local_judge):
     )
 
 
-def test_the_judge_gets_the_image_and_no_scene_text(run, held_out, local_judge):
-    [request] = local_judge.requests([pixel_sample(held_out[0], run / "data")])
-    parts = request[-1]["content"]
-    assert [p["type"] for p in parts] == ["image", "text"]
-    assert parts[0]["image"].endswith(".png")
-    text = parts[1]["text"]
-    assert held_out[0].prompt in text
-    assert held_out[0].description not in text and "Quality:" not in text
+class RecordingBackend:
+    """Passes requests on to a backend and keeps every request and output text, in order."""
+
+    def __init__(self, backend):
+        self.backend, self.calls = backend, []
+
+    def generate(self, requests, params):
+        generations = self.backend.generate(requests, params)
+        self.calls.append((requests, [g.text for g in generations]))
+        return generations
+
+
+def test_the_judge_gets_the_image_and_no_scene_text(run, held_out):
+    """The first pass gets the image and the instruction only; the second gets the prompt and the
+    judge's own first-pass text, no image: the pixels are the only way in for what the image shows."""
+    recorder = RecordingBackend(CompositeBackend(str(run / "model"), device="cpu"))
+    examples = held_out[:6]
+    DescribeFirstJudge(recorder, max_new_tokens=QUICKSTART["max_new_tokens"]).judge(
+        [pixel_sample(e, run / "data") for e in examples]
+    )
+    (first, described), (second, _) = recorder.calls
+    assert len(first) == len(second) == len(examples)
+    for request in first:
+        parts = request[-1]["content"]
+        assert [p["type"] for p in parts] == ["image", "text"] and parts[1]["text"] == DESCRIBE_REQUEST
+        assert parts[0]["image"].endswith(".png")
+    for request, example, description in zip(second, examples, described):
+        text = request[-1]["content"]
+        assert isinstance(text, str)  # no image part
+        assert example.prompt in text and f"Response: {description.strip()}\n" in text
     # the shuffled control gives every example an image of another prompt
     images = shuffled_images(held_out)
     owner = {e.image: e.prompt for e in held_out}
@@ -72,30 +95,33 @@ def test_the_judge_gets_the_image_and_no_scene_text(run, held_out, local_judge):
 
 def test_sft_teaches_the_judge_the_output_format(evaluations, held_out):
     trained, untrained, _ = evaluations
-    assert trained.parse_failure_rate <= 0.05, trained.metrics()
     assert sum(j.method == "logprobs" for j in trained.judgements) >= 0.9 * len(held_out)
     assert untrained.hit_rate <= 0.1 and untrained.parse_failure_rate >= 0.9, untrained.metrics()
-    assert trained.hit_rate > untrained.hit_rate, (trained.metrics(), untrained.metrics())
-    # faithful images are mostly recognised as such (0.57 measured at the test's length)
-    assert trained.hit_rate_by_corruption["none"] >= 0.3, trained.metrics()
+    # faithful images recognised: 0.927 +- 0.049 over five seeds (mean - 3 sd 0.78)
+    assert trained.hit_rate_by_corruption["none"] >= 0.75, trained.metrics()
 
 
 def test_the_judge_looks_at_the_image(evaluations, held_out):
     """Its own description follows the image: with the images shuffled across prompts, the colours it
-    names match the caption of the render it was meant to judge far less often (measured at the
-    test's length: 0.88 on the true images, 0.10 shuffled). Its *scores* do not follow the image yet:
-    see the xfail below."""
+    names match the caption of the render it was meant to judge far less often, and its hit rate falls."""
     trained, _, shuffled = evaluations
     seeing, blind = described_colours_rate(trained, held_out), described_colours_rate(shuffled, held_out)
-    assert seeing >= 0.6 and blind <= seeing - 0.4, (seeing, blind)
+    assert seeing >= 0.8 and blind <= seeing - 0.5, (seeing, blind)
+    assert shuffled.hit_rate <= trained.hit_rate - 0.5, (trained.metrics(), shuffled.metrics())
+    # issue 13: the margin over the control (0.76 +- 0.10 over five seeds, mean - 3 sd 0.45) is what
+    # the figure claims
+    assert trained.spearman - shuffled.spearman >= 0.3, (trained.metrics(), shuffled.metrics())
 
 
 @pytest.mark.xfail(
-    reason=f"issue 12's bar is not met from pixels in the quick-start budget; measured {PIXEL_JUDGE_MEASURED}",
+    reason="issue 12's Spearman bar holds on every seed but not at 3 sd: over five seeds Spearman "
+    "0.761 +- 0.092 (0.609-0.849, mean - 3 sd 0.49), hit rate 0.835 +- 0.078, parse failures 0.00, "
+    "shuffled-image Spearman -0.001 +- 0.024 (docs/learning-figures.md)",
     strict=False,
 )
 def test_trained_judge_reaches_the_issue_bar(evaluations):
-    """Issue 12: from pixels, Spearman >= 0.6, critique hit rate >= 0.6, parse failures <= 1%."""
+    """Issue 12: from pixels, Spearman >= 0.6, critique hit rate >= 0.6, parse failures <= 1%, and
+    Spearman under 0.2 with the images shuffled across prompts (five seeds: docs/learning-figures.md)."""
     trained, _, shuffled = evaluations
     assert trained.spearman >= 0.6, trained.metrics()
     assert trained.hit_rate >= 0.6, trained.metrics()
@@ -108,11 +134,12 @@ def test_local_and_http_backends_give_the_same_expected_scores(run, held_out, lo
     local = local_judge.judge(samples)
     backend = CompositeBackend(str(run / "model"), device="cpu")
     with serve_in_thread(create_app(backend, "judge")) as url:
-        remote = CritiqueJudge(
+        remote = DescribeFirstJudge(
             OpenAIBackend(url, model="judge", concurrency=4), max_new_tokens=QUICKSTART["max_new_tokens"]
         ).judge(samples)
     assert sum(j.score is not None for j in local) >= 10
     for a, b in zip(local, remote):  # the image travels as a data: URL and is decoded by the server
+        assert a.text.startswith("Image: ")
         assert b.method == a.method and b.critique == a.critique
         if a.score is None:
             assert b.score is None
@@ -147,13 +174,13 @@ def test_two_stage_configs_fit_and_export_through_the_cli(tmp_path):
     main(["fit", "--config", "configs/quickstart/judge.yaml", "--trainer.fast_dev_run=true",
           f"--trainer.default_root_dir={stage2}", f"--model.init_args.model={stage1 / 'model'}", data, *small])  # fmt: skip
     [example, *_] = read_examples(tmp_path / "data" / "test.jsonl")
-    backend = CompositeBackend(str(stage2 / "model"), device="cpu")
-    assert {" red", " circle", "Score", " 5", "<image>"} <= set(backend.tokenizer.get_vocab())
-    [gen] = backend.generate(
-        CritiqueJudge(backend).requests([pixel_sample(example, tmp_path / "data")]),
-        SamplingParams(max_new_tokens=4),
+    backend = RecordingBackend(CompositeBackend(str(stage2 / "model"), device="cpu"))
+    assert {" red", " circle", "Score", "Seen", " 5", "<image>"} <= set(backend.backend.tokenizer.get_vocab())
+    [judgement] = DescribeFirstJudge(backend, max_description_tokens=4, max_new_tokens=4).judge(
+        [pixel_sample(example, tmp_path / "data")]
     )
-    assert "".join(gen.tokens) == gen.text and len(gen.tokens) >= 1
+    [[description]] = backend.calls[0][1:]
+    assert judgement.text.startswith(f"Image: {description.strip()} ") and len(backend.calls) == 2
 
 
 def test_demo_report_writes_metrics_with_the_control_and_an_html_page(run, tmp_path):
@@ -165,6 +192,10 @@ def test_demo_report_writes_metrics_with_the_control_and_an_html_page(run, tmp_p
     saved = json.loads((tmp_path / "metrics.json").read_text())
     assert saved["trained"]["spearman"] == pytest.approx(metrics["trained"]["spearman"])
     assert "control_shuffled_images" in saved and "pixels" in saved["judge_input"]
+    margin = saved["margin_over_controls"]["shuffled_images_spearman"]
+    assert margin == pytest.approx(
+        saved["trained"]["spearman"] - saved["control_shuffled_images"]["spearman"]
+    )
     page = (tmp_path / "report.html").read_text()
     assert page.count("data:image/png;base64,") >= 15
     assert "critique_hit_rate" in page and "shuffled" in page

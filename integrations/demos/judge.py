@@ -1,11 +1,14 @@
 """``mmreward demo --task judge``: train the quick-start critique judge on a CPU, from pixels, and report.
 
-The judge is a tiny composite vision-language model (``judges.pixel_training.TinyPixelJudge``: a
-CLIP ViT from random init, an MLP projector, a two-layer LM) trained in two stages on the
-synthetic critique set (``judges.critique_data``): stage 1 describes renders (captioning aligns the
-encoder and projector with the LM), stage 2 is the critique SFT, whose answer describes the image
-in the judge's own words, restates it in the prompt's terms, names what is wrong and scores it.
-At judging time the judge gets the prompt and the rendered image, nothing else: no scene text.
+The judge is a tiny composite vision-language model (``judges.pixel_training.TinyPixelJudge``: the
+t2i quick start's CLIP ResNet tower from random init, read out as a grid of image tokens, an MLP
+projector, a two-layer LM) trained in two stages on the synthetic critique set
+(``judges.critique_data``): stage 1 describes renders (captioning aligns the encoder and projector
+with the LM); stage 2 teaches the judge pass, which reads the prompt and a description and writes
+the seen line, the critique and the score, while a quarter of the captions are replayed so the
+description pass keeps its words. It judges in two passes (``judges.describe_first``): it describes
+the image from its pixels, then judges its own description. At judging time the judge gets the
+prompt and the rendered image, nothing else: no scene text.
 
 The demo writes ``metrics.json`` (held-out Spearman with the world's ratings, critique hit rate and
 parse-failure rate, for the trained judge, for its untrained start, and for the trained judge on
@@ -23,8 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from judges.composite_backend import CompositeBackend
-from judges.critique import CritiqueJudge
 from judges.critique_data import CritiqueExample, CritiqueWorld, read_examples
+from judges.describe_first import DescribeFirstJudge
 from judges.evaluation import CritiqueEvaluation, evaluate_critique_judge
 from judges.pixel_training import pixel_sample
 from mmreward.data.synthetic.t2i import T2IWorld
@@ -32,25 +35,35 @@ from mmreward.report import figure, metrics_table, write_html, write_metrics
 
 VISION_CONFIG = {
     "embed_dim": 64,
-    "vision_cfg": {"image_size": 64, "layers": 2, "width": 64, "head_width": 32, "patch_size": 8},
+    "vision_cfg": {"image_size": 64, "layers": [1, 1, 1, 1], "width": 16, "head_width": 16},
     "text_cfg": {"context_length": 8, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
 }
-"""The judge's image encoder: an open_clip ViT (64 px, 8 px patches, two layers); the text part
-of the config is required by open_clip but not built into the judge."""
+"""The judge's image encoder: open_clip's ModifiedResNet (64 px, one block per stage, base width 16),
+its ``layer2`` and ``layer3`` maps read as 8 x 8 = 64 image tokens (``ClipResNetEncoder``); the text
+part of the config is required by open_clip but not built into the judge."""
 
 QUICKSTART = {
     "train_prompts": 2000,
     "val_prompts": 20,
     "test_prompts": 30,
     "hidden_size": 64,
-    "pooled_grid": 4,  # 8 x 8 patch tokens pooled to 4 x 4: 16 image tokens
-    "caption_steps": 800,
-    "critique_steps": 2000,
+    "read_out": ["layer2", "layer3"],
+    "caption_steps": 1600,
+    "critique_steps": 3500,
+    "caption_replay": 0.25,  # the share of stage-2 examples that also give their caption
     "batch_size": 32,
     "lr": 3e-3,
-    "max_new_tokens": 128,  # the description, the seen line, the critique and the score line
+    "max_new_tokens": 96,  # the judge pass: the seen line, the critique and the score line
 }
 """The quick-start settings (the two configs say the same)."""
+
+
+def quickstart_judge(model: str | Path, batch_size: int = 50) -> DescribeFirstJudge:
+    """The quick-start judge on a model folder: describe the image, then judge the description."""
+    return DescribeFirstJudge(
+        CompositeBackend(str(model), device="cpu", batch_size=batch_size),
+        max_new_tokens=QUICKSTART["max_new_tokens"],
+    )
 
 
 def train_quickstart(
@@ -64,7 +77,7 @@ def train_quickstart(
     Args:
         run_dir: The run folder.
         caption_steps: Stage-1 optimizer steps (describe the image).
-        critique_steps: Stage-2 optimizer steps (critique SFT).
+        critique_steps: Stage-2 optimizer steps (judge a description; captions replayed).
         seed: Seeds the world (its prompts, scenes and held-out split) and the training.
     """
     import lightning as L
@@ -83,17 +96,21 @@ def train_quickstart(
     critique_set = CritiqueWorld(world, images=["train", "val", "test"])
     data = {
         task: PixelJudgeDataModule(
-            critique_set, task, str(run_dir / "data"), batch_size=QUICKSTART["batch_size"]
+            critique_set,
+            task,
+            str(run_dir / "data"),
+            batch_size=QUICKSTART["batch_size"],
+            caption_replay=QUICKSTART["caption_replay"],
         )
-        for task in ("caption", "critique")
+        for task in ("caption", "describe_then_judge")
     }
-    data["critique"].setup()
+    data["describe_then_judge"].setup()
     builder = TinyPixelJudge(
-        VISION_CONFIG, QUICKSTART["hidden_size"], pooled_grid=QUICKSTART["pooled_grid"], seed=seed
+        VISION_CONFIG, QUICKSTART["hidden_size"], read_out=QUICKSTART["read_out"], seed=seed
     )
-    model = builder.build(run_dir / "base-lm", data["critique"].corpus())
+    model = builder.build(run_dir / "base-lm", data["describe_then_judge"].corpus())
     save_pretrained(RewardModel(model, LinearHead(), name="pixel-judge-untrained"), run_dir / "base")
-    for task, steps in (("caption", caption_steps), ("critique", critique_steps)):
+    for task, steps in (("caption", caption_steps), ("describe_then_judge", critique_steps)):
         if steps <= 0:
             continue
         module = PixelJudgeSFTModule(
@@ -133,7 +150,7 @@ def shuffled_images(examples: list[CritiqueExample], seed: int = 0) -> list[str]
 
 
 def evaluate(
-    judge: CritiqueJudge, examples: list[CritiqueExample], root: Path, images: list[str] | None = None
+    judge: DescribeFirstJudge, examples: list[CritiqueExample], root: Path, images: list[str] | None = None
 ) -> CritiqueEvaluation:
     """Judge each example from its prompt and image (``images`` replaces the images) and score the result."""
     samples = [pixel_sample(e, root, None if images is None else images[i]) for i, e in enumerate(examples)]
@@ -185,13 +202,7 @@ def write_report(run_dir: Path, output: Path, train_seconds: float | None = None
     the shuffled-image control; write the demo files."""
     root = Path(run_dir) / "data"
     test = read_examples(root / "test.jsonl")
-    judges = {
-        name: CritiqueJudge(
-            CompositeBackend(str(Path(run_dir) / name), device="cpu", batch_size=50),
-            max_new_tokens=QUICKSTART["max_new_tokens"],
-        )
-        for name in ("model", "base")
-    }
+    judges = {name: quickstart_judge(Path(run_dir) / name) for name in ("model", "base")}
     results = {name: evaluate(judge, test, root) for name, judge in judges.items()}
     shuffled = evaluate(judges["model"], test, root, shuffled_images(test))
     metrics = {
@@ -204,8 +215,13 @@ def write_report(run_dir: Path, output: Path, train_seconds: float | None = None
             **shuffled.metrics(),
             "described_colours_rate": described_colours_rate(shuffled, test),
         },
+        "margin_over_controls": {
+            "shuffled_images_spearman": results["model"].spearman - shuffled.spearman,
+            "shuffled_images_hit_rate": results["model"].hit_rate - shuffled.hit_rate,
+        },
         "train_seconds": None if train_seconds is None else round(train_seconds, 1),
-        "judge_input": "prompt + rendered image (pixels); no scene text",
+        "judge_input": "prompt + rendered image (pixels), two passes: the judge describes the image, "
+        "then judges its own description; no scene text",
     }
     write_metrics(Path(output) / "metrics.json", metrics)
     write_html(
