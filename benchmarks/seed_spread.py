@@ -100,6 +100,9 @@ def judge(seed: int, out: Path) -> dict:
         "judge.hit_rate.none": t["critique_hit_rate_by_corruption"]["none"],
         "judge.parse_failure_rate": t["parse_failure_rate"],
         "judge.untrained_hit_rate": u["critique_hit_rate"],
+        "judge.control.shuffled_images.hit_rate": c["critique_hit_rate"],
+        "judge.margin_over_shuffled_images.spearman": t["spearman"] - c["spearman"],
+        "judge.margin_over_shuffled_images.hit_rate": t["critique_hit_rate"] - c["critique_hit_rate"],
     }
 
 
@@ -242,6 +245,8 @@ BARS: dict[str, tuple[str, float]] = {
     "judge.hit_rate.none": (">=", 0.6),
     "judge.parse_failure_rate": ("<=", 0.01),
     "judge.control.shuffled_images.spearman": ("<=", 0.2),
+    "judge.margin_over_shuffled_images.spearman": (">=", 0.3),
+    "judge.margin_over_shuffled_images.hit_rate": (">=", 0.5),
     "judge.untrained_hit_rate": ("<=", 0.1),
     "prm.f1": (">=", 0.7),
     "prm.f1_misread": (">=", 0.6),
