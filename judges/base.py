@@ -20,7 +20,8 @@ Critique-then-score judges (critique, pairwise, video) keep free text.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from importlib import resources
 from typing import Any
 
@@ -47,6 +48,30 @@ def load_template(name: str) -> str:
             f"No judge template {name!r}; packaged templates: {', '.join(names)}. Or pass the text itself."
         )
     return path.read_text()
+
+
+@contextmanager
+def naming_records(items: Sequence[Any]) -> Iterator[None]:
+    """Re-raise a backend's image error (a missing or undecodable file) under the record it came from.
+
+    A backend sees chat requests, not samples, so its error names only the request's image part. On
+    such an error each sample's images are loaded with its name (``modalities.image.load_image``)
+    and the first that fails raises, naming the record and field; the happy path costs nothing.
+    """
+    try:
+        yield
+    except (FileNotFoundError, ValueError):
+        from modalities.image import load_image
+
+        for item in items:
+            if not isinstance(item, Sample):
+                continue
+            named = [(item.source_image, "source_image"), (item.image, "image")]
+            named += [(img, f"images[{i}]") for i, img in enumerate(item.images or [])]
+            for image, field in named:
+                if image is not None:
+                    load_image(image, item, field)
+        raise
 
 
 def user_request(text: str, media: list[Any] | None = None, system: str | None = None) -> Messages:
@@ -162,7 +187,8 @@ class GenerativeJudge(Configurable):
 
     def judge(self, items: list[Any], temperature: float = 0.0, seed: int | None = None) -> list[Judgement]:
         """Judge every item in one backend batch; failures come back as ``score=None`` with a reason."""
-        generations = self.backend.generate(self.requests(items), self.params(temperature, seed))
+        with naming_records(items):
+            generations = self.backend.generate(self.requests(items), self.params(temperature, seed))
         return [self.safe_parse(item, gen) for item, gen in zip(items, generations)]
 
     def provenance(self) -> dict[str, Any]:

@@ -23,7 +23,7 @@ from dataclasses import replace
 from typing import Any
 
 from judges.backends import Backend, Messages, SamplingParams
-from judges.base import sample_images, user_request
+from judges.base import naming_records, sample_images, user_request
 from judges.critique import CritiqueJudge
 from judges.parsing import Judgement
 from mmreward.types import Sample
@@ -61,7 +61,9 @@ class DescribeFirstJudge(CritiqueJudge):
         if rows:
             requests = [user_request(self.describe, sample_images(items[i]), self.system) for i in rows]
             params = SamplingParams(self.max_description_tokens, temperature, top_logprobs=1, seed=seed)
-            for i, generation in zip(rows, self.backend.generate(requests, params)):
+            with naming_records([items[i] for i in rows]):
+                generations = self.backend.generate(requests, params)
+            for i, generation in zip(rows, generations):
                 out[i] = generation.text.strip()
         return out
 
@@ -82,12 +84,21 @@ class DescribeFirstJudge(CritiqueJudge):
         """The second pass's requests (the first pass runs here, greedily): what ``ScaledJudge`` samples."""
         return super().requests(self.as_text(items, self.descriptions(items)))
 
+    def judge_pass(
+        self, items: list[Sample], temperature: float = 0.0, seed: int | None = None
+    ) -> tuple[list[Messages], list[Judgement]]:
+        """The second pass alone, on text samples (``as_text``'s output): its requests and judgements,
+        whose text is the judge pass's own (``"Seen: ... Critique: ...\\nScore: N"``)."""
+        requests = super().requests(items)
+        generations = self.backend.generate(requests, self.params(temperature, seed))
+        return requests, [self.safe_parse(item, gen) for item, gen in zip(items, generations)]
+
     def judge(
         self, items: list[Sample], temperature: float = 0.0, seed: int | None = None
     ) -> list[Judgement]:
         """Describe the images, then judge every sample in one batch, each image by its description."""
         described = self.descriptions(items, temperature, seed)
-        judgements = super().judge(self.as_text(items, described), temperature, seed)
+        _, judgements = self.judge_pass(self.as_text(items, described), temperature, seed)
         for judgement, description in zip(judgements, described):
             if description is not None:
                 judgement.text = f"Image: {description} {judgement.text}"

@@ -64,3 +64,19 @@ def test_each_sampled_judgement_samples_the_whole_chain():
     assert len(scaled.samples) == 3 and all(math.isclose(s.score, 2.1) for s in scaled.samples)
     # k descriptions, then k verdicts, each verdict reading its own description
     assert [sum(isinstance(r[-1]["content"], list) for r in call) for call in backend.requests] == [3, 0]
+
+
+class FailingBackend:
+    """Fails as a local VLM backend does on a missing file: its error names only the request's part."""
+
+    def generate(self, requests, params):
+        raise FileNotFoundError("judge request field 'image part 0': image file 'gone.png' does not exist.")
+
+
+def test_an_image_error_in_either_pass_names_the_record_and_field():
+    from judges.critique import CritiqueJudge
+
+    sample = Sample(prompt="two red circles", image="gone.png", meta={"id": "row-9"})
+    for judge in (DescribeFirstJudge(FailingBackend()), CritiqueJudge(FailingBackend())):
+        with pytest.raises(FileNotFoundError, match=r"row-9.*image"):
+            judge.judge([Sample(prompt="fine", response="text"), sample])
