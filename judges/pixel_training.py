@@ -73,6 +73,28 @@ def pixel_target(example: CritiqueExample, describe_first: bool = True) -> str:
     return (f"Image: {example.description} " if describe_first else "") + example.target
 
 
+def answer_ids(tokenizer: Any, target: str, critique: str | None = None) -> tuple[list[int], int]:
+    """The answer's token ids, end of sequence last, and how many of them spell ``critique``.
+
+    With a ``critique`` (a prefix of ``target``), that prefix and the rest are tokenized apart, so the
+    critique's tokens are the ones a reward model reads when it scores the critique alone.
+
+    Raises:
+        ValueError: ``critique`` does not start ``target``.
+    """
+    if critique is None:
+        return tokenizer(target, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id], 0
+    if not target.startswith(critique):
+        raise ValueError(f"The critique {critique!r} must start the target {target!r}.")
+    head = tokenizer(critique, add_special_tokens=False)["input_ids"]
+    rest = (
+        tokenizer(target[len(critique) :], add_special_tokens=False)["input_ids"]
+        if target != critique
+        else []
+    )
+    return head + rest + [tokenizer.eos_token_id], len(head)
+
+
 class PixelJudgeDataModule(L.LightningDataModule):
     """Batches of ``{"request", "target", "score", "id"}`` whose requests carry the render, not its caption.
 
@@ -243,20 +265,24 @@ class PixelJudgeSFTModule(L.LightningModule):
         return self._pixels[key]
 
     def encode(self, batch: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        """Token ids (image slots widened), mask, labels (-100 off the answer) and pixels, right-padded."""
-        model, rows, pixels = self.composite, [], []
+        """Token ids (image slots widened), mask, labels (-100 off the answer) and pixels, right-padded.
+
+        An item with a ``"critique"`` (the start of its target that a reward head reads,
+        ``judges.critique_rm``) has its answer tokenized as that text, then the rest; ``"critique_end"``
+        (only when some item has one) gives the position of its last token, -1 for the others.
+        """
+        model, rows, pixels, ends = self.composite, [], [], []
         for item in batch:
             prompt = model.chat_text(item["request"], add_generation_prompt=True)
             prompt_ids = model.expand(model.tokenizer(prompt, add_special_tokens=False)["input_ids"])
-            answer = model.tokenizer(item["target"], add_special_tokens=False)["input_ids"] + [
-                model.tokenizer.eos_token_id
-            ]
+            answer, head = answer_ids(model.tokenizer, item["target"], item.get("critique"))
             rows.append(
                 (
                     (prompt_ids + answer)[: self.max_length],
                     ([-100] * len(prompt_ids) + answer)[: self.max_length],
                 )
             )
+            ends.append(min(len(prompt_ids) + head, self.max_length) - 1 if head else -1)
             content = item["request"][-1]["content"]
             pixels += [
                 self.pixels(p["image"]) for p in content if isinstance(p, dict) and p.get("type") == "image"
@@ -268,6 +294,8 @@ class PixelJudgeSFTModule(L.LightningModule):
             "labels": torch.tensor([lab + [-100] * (width - len(lab)) for _, lab in rows]),
             "pixel_values": model._stack(pixels),
         }
+        if any(end >= 0 for end in ends):
+            out["critique_end"] = torch.tensor(ends)
         return {k: v.to(self.device) for k, v in out.items()}
 
     def training_step(self, batch: list[dict[str, Any]], batch_idx: int) -> torch.Tensor:

@@ -448,15 +448,18 @@ class CompositeVLM(nn.Module, Configurable):
         """Position ids counting real tokens only, so padding on either side does not shift them."""
         return (attention_mask.long().cumsum(dim=1) - 1).clamp(min=0)
 
-    def run(self, inputs: dict[str, torch.Tensor], labels: torch.Tensor | None = None) -> Any:
-        """The LM's output (logits, loss when ``labels`` are given) on a collated or tokenized batch."""
+    def run(
+        self, inputs: dict[str, torch.Tensor], labels: torch.Tensor | None = None, hidden_states: bool = False
+    ) -> Any:
+        """The LM's output on a collated or tokenized batch: logits, the loss when ``labels`` are given,
+        the hidden states when there are no labels or ``hidden_states`` asks for them."""
         mask = inputs["attention_mask"]
         return self.language_model(
             inputs_embeds=self.embed(inputs["input_ids"], inputs["pixel_values"], inputs.get("image_index")),
             attention_mask=mask,
             position_ids=self.positions(mask),
             labels=labels,
-            output_hidden_states=labels is None,
+            output_hidden_states=hidden_states or labels is None,
             use_cache=False,
         )
 
