@@ -15,8 +15,9 @@ gradient clipping:
   ``RewardModule`` + ``RewardModel(LMBackbone, LinearHead)`` + ``RewardDataModule``, at each
   setting given with ``--mmreward`` (Lightning precision ``32-true`` or ``bf16-mixed``; the config's
   ``torch.optim.AdamW`` fused, as mmreward's default optimizer and configs and TRL's default
-  ``adamw_torch_fused`` run, or unfused with ``+unfused``). ``LMBackbone`` packs a pair's chosen and
-  rejected into one row with the prompt once (exact; ``tests/test_lm_packing.py``); ``+unpacked``
+  ``adamw_torch_fused`` run, or unfused with ``+unfused``). ``LMBackbone`` packs a batch into prefix-tree
+  rows: no padding between samples, and the tokens samples share from their start (a pair's prompt,
+  the chat header of every sample) run once (exact; ``tests/test_lm_packing.py``); ``+unpacked``
   turns that off. ``+compile`` sets ``RewardModule(compile=True)``: the backbone's forward through
   ``torch.compile(dynamic=True)``, with a fresh inductor cache per run, so the run's warm-up (the
   wall time of its first ``--warmup`` steps, printed for every run) includes the compilation.
@@ -77,7 +78,7 @@ MMREWARD_SETTINGS = {
         "backbone": {},
         "compile": True,
     },
-    # without prompt packing: every sample in its own padded row, as TRL does
+    # without packing: every sample in its own padded row, as TRL does
     "fp32+unpacked": {
         "precision": "32-true",
         "optimizer": {"fused": True},

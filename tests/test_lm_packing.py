@@ -1,14 +1,19 @@
-"""LMBackbone's batch layouts: prompt-packed rows (a pair's chosen and rejected in one row, the
-prompt once) and the one-prompt shared-prefix layout give the features and gradients of the plain
-padded forward; the plain layout built from the tokenized ids equals the tokenizer's own padding."""
+"""LMBackbone's batch layouts: prefix-tree rows (a batch's samples in few rows, the tokens they share
+from their start, such as a pair's prompt or the chat template's header, once) and the one-prompt
+shared-prefix layout give the features, gradients and loss of the plain padded forward; the plain
+layout built from the tokenized ids equals the tokenizer's own padding."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from mmreward.types import Sample
-from modalities.backbones.lm import LMBackbone, common_prefix_length, packed_attention_mask
+from mmreward.data.collate import Collator
+from mmreward.heads import LinearHead
+from mmreward.losses import RewardLoss
+from mmreward.models import RewardModel
+from mmreward.types import Preference, Sample
+from modalities.backbones.lm import LMBackbone, common_prefix_length, tree_attention_mask
 from tests.vlm_helpers import build_tiny_causal_lm
 
 
@@ -39,7 +44,7 @@ def test_packed_pairs_give_the_plain_features_and_gradients(tiny_lm, pooling, at
     torch.manual_seed(0)
     backbone = LMBackbone(str(tiny_lm), pooling=pooling, attn_implementation=attn)
     plain, packed = plain_and_packed(backbone, PAIRS)
-    assert "segments" in packed and packed["input_ids"].shape[0] == len(PROMPTS)  # one row a pair
+    assert "subtree_end" in packed and packed["input_ids"].shape[0] == 1  # the three pairs in one row
     assert packed["input_ids"].numel() < plain["input_ids"].numel()
     weights = [p for p in backbone.parameters() if p.requires_grad]
     grads = []
@@ -56,13 +61,51 @@ def test_packed_pairs_give_the_plain_features_and_gradients(tiny_lm, pooling, at
 def test_many_responses_to_one_prompt_are_packed_in_bounded_rows(tiny_lm):
     # gradient checkpointing turns the one-prompt cache layout off, so packing takes the batch
     backbone = LMBackbone(str(tiny_lm), gradient_checkpointing=True).eval()
-    samples = [Sample(prompt="repeat the words red star", response="red " * k + "star") for k in range(1, 7)]
+    words = ["red", "star", "cat", "dog", "sun", "car"]
+    samples = [
+        Sample(prompt="repeat the words red star", response=f"{a} {b} " * k)
+        for k in range(1, 5)
+        for a in words
+        for b in words
+    ]
     plain, packed = plain_and_packed(backbone, samples)
-    assert "segments" in packed
+    assert "subtree_end" in packed
     longest = int(plain["attention_mask"].sum(dim=1).max())
-    assert 1 < packed["input_ids"].shape[0] < len(samples) and packed["input_ids"].shape[1] <= 2 * longest
+    rows, width = packed["input_ids"].shape
+    assert 1 < rows < len(samples) and width <= max(backbone.feature_dim, 2 * longest)
+    assert packed["input_ids"].numel() < plain["attention_mask"].sum()  # shared tokens run once
     with torch.no_grad():
         assert torch.allclose(backbone(packed), backbone(plain), atol=1e-5)
+
+
+def test_prefix_tree_rows_of_duplicates_and_prefixes_give_the_plain_features(tiny_lm):
+    """A sample that is a prefix of another is read at an inner node; a duplicate shares every node."""
+    backbone = LMBackbone(str(tiny_lm)).eval()
+    ids = [[5, 6, 7, 8], [5, 6], [5, 6, 9], [5, 6, 7, 8], [10, 11, 12], [5]]
+    packed = backbone.collate_packed(ids)
+    assert packed is not None and packed["input_ids"].shape == (1, 8)  # 5 6 7 8 9 10 11 12, once each
+    assert packed["position_ids"][0].tolist() == [0, 1, 2, 3, 2, 0, 1, 2]
+    with torch.no_grad():
+        assert torch.allclose(backbone(packed), backbone(backbone.pad(ids)), atol=1e-5)
+
+
+def test_packed_pairs_give_the_unpacked_loss_and_gradients(tiny_lm):
+    torch.manual_seed(0)
+    model = RewardModel(LMBackbone(str(tiny_lm)), LinearHead())
+    records = [Preference(chosen=PAIRS[i], rejected=PAIRS[i + len(PROMPTS)]) for i in range(len(PROMPTS))]
+    weights = [p for p in model.parameters() if p.requires_grad]
+    results = []
+    for shared_prefix in (False, True):
+        model.backbone.shared_prefix = shared_prefix
+        batch = Collator(model.collate)(records)
+        assert ("subtree_end" in batch.inputs) == shared_prefix
+        out = model(batch.inputs)
+        loss = RewardLoss().pairs(out[: len(records)], out[len(records) :], batch)["loss"]
+        results.append((out.score.detach(), loss.detach(), torch.autograd.grad(loss, weights)))
+    (scores, loss, grads), (packed_scores, packed_loss, packed_grads) = results
+    assert torch.allclose(packed_scores, scores, atol=1e-5) and torch.allclose(packed_loss, loss, atol=1e-5)
+    for a, b in zip(packed_grads, grads):
+        assert torch.allclose(a, b, atol=1e-5 * max(1.0, b.abs().max().item()))
 
 
 def test_one_prompt_batch_shares_its_prefix_with_last_token_pooling(tiny_lm):
@@ -74,9 +117,19 @@ def test_one_prompt_batch_shares_its_prefix_with_last_token_pooling(tiny_lm):
         assert torch.allclose(backbone(shared), backbone(plain), atol=1e-5)
 
 
-def test_no_repeated_prompt_keeps_the_plain_layout(tiny_lm):
+def test_distinct_prompts_share_the_chat_header_in_one_row(tiny_lm):
+    backbone = LMBackbone(str(tiny_lm)).eval()
+    plain, packed = plain_and_packed(backbone, PAIRS[:3])
+    assert "subtree_end" in packed and packed["input_ids"].shape[0] == 1
+    assert packed["input_ids"].numel() < plain["attention_mask"].sum()  # "<|im_start|> user" once
+    with torch.no_grad():
+        assert torch.allclose(backbone(packed), backbone(plain), atol=1e-5)
+
+
+def test_packing_that_saves_nothing_keeps_the_plain_layout(tiny_lm):
     backbone = LMBackbone(str(tiny_lm))
-    assert "segments" not in backbone.collate(PAIRS[:3]) and "prefix" not in backbone.collate(PAIRS[:3])
+    assert backbone.collate_packed([[5, 6], [7, 8]]) is None  # one row of 4 = two rows of 2
+    assert "subtree_end" not in backbone.collate(PAIRS[:1]) and "prefix" not in backbone.collate(PAIRS[:1])
 
 
 @pytest.mark.parametrize("side", ["right", "left"])
@@ -97,9 +150,10 @@ def test_common_prefix_leaves_each_sequence_a_token():
     assert common_prefix_length([[1, 2, 3]]) == 2
 
 
-def test_packed_mask_sees_the_prompt_and_its_own_segment_only():
-    segments = torch.tensor([[0, 0, 1, 1, 2, -1]])
-    mask = packed_attention_mask(segments)[0, 0]
+def test_tree_mask_sees_ancestors_and_itself_only():
+    # nodes in depth-first order: 0 -> 1 -> {2 -> 3, 4}; 5 is padding
+    subtree_end = torch.tensor([[5, 5, 4, 4, 5, 6]])
+    mask = tree_attention_mask(subtree_end)[0, 0]
     expected = torch.tensor(
         [
             [1, 0, 0, 0, 0, 0],
@@ -112,7 +166,7 @@ def test_packed_mask_sees_the_prompt_and_its_own_segment_only():
         dtype=torch.bool,
     )
     assert torch.equal(mask, expected)
-    additive = packed_attention_mask(segments, additive=True)[0, 0]
+    additive = tree_attention_mask(subtree_end, additive=True)[0, 0]
     assert (
         torch.equal(additive == 0, expected) and (additive[~expected] == torch.finfo(torch.float32).min).all()
     )

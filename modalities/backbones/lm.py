@@ -6,11 +6,13 @@ state at the last token (InstructGPT, Ouyang et al., 2022; Skywork-Reward) or at
 token is the feature; loading, LoRA, pooling and shared-prefix scoring are shared with
 ``VLMBackbone`` (``modalities.backbones.causal``).
 
-Prompt packing: samples with the same prompt (a training pair's chosen and rejected, a ranking's
-candidates) share one row; their common leading tokens (system and user turn, assistant header) are
-run once and each response attends to them and to itself, at the positions it has alone, so the
-features and gradients equal those of one padded row per sample while a pair costs prompt + two
-responses instead of two prompts + two responses (``benchmarks/bench_trl_training.py``).
+Prefix-tree packing: the samples of a batch share a few rows with no padding between them, and
+the tokens that samples share from their start are run once: a training pair's prompt (chosen
+and rejected have the same user turn), a ranking's prompt, and the chat template's header (system
+turn, ``<|im_start|>user``) that every sample of the batch begins with. Each row lays these tokens
+out as a prefix tree; a token attends to the tokens before it in its own sample(s) only, at the
+position it has there, so the features and gradients equal those of one padded row per sample
+while a batch costs only its distinct prefixes (``benchmarks/bench_trl_training.py``).
 
 Example:
     >>> backbone = LMBackbone("Qwen/Qwen2.5-1.5B-Instruct", lora={"r": 16, "lora_alpha": 32})
@@ -47,7 +49,8 @@ class LMBackbone(CausalBackbone, Configurable):
         system_prompt: A system turn before each user turn; None adds none.
         max_length: Longest tokenized sample; a longer one raises an error naming it (truncating
             would cut the response, which is what is being judged).
-        shared_prefix: Encode a prompt shared by the whole batch once.
+        shared_prefix: Encode a prompt shared by the whole batch once, and pack the samples of a
+            batch in prefix-tree rows (see the module docstring); False: one padded row a sample.
         from_config: Build from the folder's config with random weights (set by saved models).
     """
 
@@ -133,9 +136,9 @@ class LMBackbone(CausalBackbone, Configurable):
         """Render and tokenize each sample once, then lay the batch out (CPU tensors).
 
         Layouts, first that applies: one prompt for the whole batch -> the shared-prefix layout
-        (``CausalBackbone.forward_shared``); some prompts repeat -> prompt-packed rows
-        (``collate_packed``); otherwise plain padded rows. A sample longer than ``max_length``
-        raises an error naming it.
+        (``CausalBackbone.forward_shared``); packing saves token slots -> prefix-tree rows
+        (``collate_packed``); otherwise plain padded rows. ``shared_prefix=False`` keeps plain rows.
+        A sample longer than ``max_length`` raises an error naming it.
         """
         if not samples:
             raise ValueError("collate got no samples; pass at least one.")
@@ -154,7 +157,7 @@ class LMBackbone(CausalBackbone, Configurable):
                 if shared is not None:
                     return shared
             if self.transformer.config._attn_implementation in PACKED_ATTENTION:
-                packed = self.collate_packed(ids, keys)
+                packed = self.collate_packed(ids)
                 if packed is not None:
                     return packed
         return self.pad(ids)
@@ -192,64 +195,57 @@ class LMBackbone(CausalBackbone, Configurable):
             "continuation_mask": rest["attention_mask"],
         }
 
-    def collate_packed(self, ids: list[list[int]], keys: list[Any]) -> dict[str, Any] | None:
-        """Prompt-packed rows: the samples of one prompt (a pair's chosen and rejected) share a row,
-        their common leading tokens once, then each sample's own tokens, which attend to those and
-        to themselves only (``packed_attention_mask``) at the positions they have alone. The
-        features equal the plain layout's; None when packing would not save tokens.
+    def collate_packed(self, ids: list[list[int]]) -> dict[str, Any] | None:
+        """Prefix-tree rows: the batch's samples, sorted by their token ids, fill rows in turn; in a
+        row, tokens that samples share from their start (a pair's prompt, the chat template's
+        header of every sample) are laid out once, as the nodes of a prefix tree in depth-first
+        order, and each token attends to its ancestors and itself only (``tree_attention_mask``)
+        at the position it has in its sample(s). The features equal the plain layout's; None when
+        packing would not save token slots.
 
-        A row grows to at most twice the longest sample, so attention per row stays bounded when
-        many samples share a prompt.
+        A row holds at most ``max(hidden size, 2 x longest sample)`` tokens: a row's attention
+        grows with the square of its width, and at that width it stays a small part of a row's
+        linear layers' work.
         """
-        groups: dict[Any, list[int]] = {}
-        for i, key in enumerate(keys):
-            groups.setdefault(key, []).append(i)
-        if len(groups) == len(ids):
-            return None
         if self.reward_token_id is not None and any(t[-1] != self.reward_token_id for t in ids):
             return None  # the reward token is not last: let the plain layout find (or miss) it
         longest = max(len(tokens) for tokens in ids)
-        rows: list[tuple[list[int], list[int], list[int]]] = []  # (tokens, positions, segments)
-        ends: list[tuple[int, int, int]] = []  # (sample, row, column of its last token)
-        for members in groups.values():
-            shared = common_prefix_length([ids[i] for i in members])
-            row: tuple[list[int], list[int], list[int]] | None = None
-            for i in members:
-                tail = ids[i][shared:]
-                if row is None or len(row[0]) + len(tail) > 2 * longest:
-                    row = (ids[i][:shared], list(range(shared)), [0] * shared)
-                    rows.append(row)
-                tokens, positions, segments = row
-                segment = (segments[-1] if segments else 0) + 1
-                tokens += tail
-                positions += range(shared, shared + len(tail))
-                segments += [segment] * len(tail)
-                ends.append((i, len(rows) - 1, len(tokens) - 1))
-        width = max(len(r[0]) for r in rows)
+        budget = max(self.feature_dim, 2 * longest)
+        rows = [PrefixTreeRow()]
+        cells = [(0, 0)] * len(ids)  # (row, column) of each sample's last token
+        for i in sorted(range(len(ids)), key=ids.__getitem__):  # sorted: a prefix tree in depth-first order
+            if rows[-1].tokens and len(rows[-1].tokens) + rows[-1].new_tokens(ids[i]) > budget:
+                rows.append(PrefixTreeRow())
+            cells[i] = (len(rows) - 1, rows[-1].add(ids[i]))
+        width = max(len(row.tokens) for row in rows)
         if len(rows) * width >= len(ids) * longest:
             return None
         input_ids = torch.full((len(rows), width), self.tokenizer.pad_token_id or 0, dtype=torch.long)
         position_ids = torch.zeros((len(rows), width), dtype=torch.long)
-        segment_ids = torch.full((len(rows), width), -1, dtype=torch.long)
-        for r, (tokens, positions, segments) in enumerate(rows):
-            input_ids[r, : len(tokens)] = torch.tensor(tokens)
-            position_ids[r, : len(tokens)] = torch.tensor(positions)
-            segment_ids[r, : len(tokens)] = torch.tensor(segments)
-        index = torch.zeros(len(ids), dtype=torch.long)
-        for i, r, col in ends:
-            index[i] = r * width + col
-        return {"input_ids": input_ids, "position_ids": position_ids, "segments": segment_ids, "index": index}
+        subtree_end = torch.arange(1, width + 1).repeat(len(rows), 1)  # padding: itself only
+        for r, row in enumerate(rows):
+            n = len(row.tokens)
+            input_ids[r, :n] = torch.tensor(row.tokens)
+            position_ids[r, :n] = torch.tensor(row.positions)
+            subtree_end[r, :n] = torch.tensor(row.subtree_end())
+        index = torch.tensor([r * width + c for r, c in cells], dtype=torch.long)
+        return {
+            "input_ids": input_ids,
+            "position_ids": position_ids,
+            "subtree_end": subtree_end,
+            "index": index,
+        }
 
     def forward(self, inputs: dict[str, Any]) -> torch.Tensor:
-        if "segments" in inputs:
+        if "subtree_end" in inputs:
             return self.forward_packed(inputs)
         return super().forward(inputs)
 
     def forward_packed(self, inputs: dict[str, Any]) -> torch.Tensor:
-        """(N, D) float32 features of prompt-packed rows (``collate_packed``), in sample order."""
+        """(N, D) float32 features of prefix-tree rows (``collate_packed``), in sample order."""
         impl = self.transformer.config._attn_implementation
         dtype = self.transformer.get_input_embeddings().weight.dtype
-        mask = packed_attention_mask(inputs["segments"], additive=impl == "eager", dtype=dtype)
+        mask = tree_attention_mask(inputs["subtree_end"], additive=impl == "eager", dtype=dtype)
         out = self.model(
             input_ids=inputs["input_ids"],
             attention_mask=mask,
@@ -268,7 +264,7 @@ class LMBackbone(CausalBackbone, Configurable):
 
 
 PACKED_ATTENTION = ("sdpa", "eager")
-"""Attention implementations that take the custom 4-D mask of prompt-packed rows."""
+"""Attention implementations that take the custom 4-D mask of prefix-tree rows."""
 
 
 def common_prefix_length(ids: list[list[int]]) -> int:
@@ -280,25 +276,66 @@ def common_prefix_length(ids: list[list[int]]) -> int:
     return max(shared, 0)
 
 
-def packed_attention_mask(
-    segments: torch.Tensor, additive: bool = False, dtype: torch.dtype = torch.float32
+def _common_length(a: list[int], b: list[int]) -> int:
+    """How many leading tokens ``a`` and ``b`` share."""
+    n = min(len(a), len(b))
+    return next((j for j in range(n) if a[j] != b[j]), n)
+
+
+class PrefixTreeRow:
+    """One row of ``LMBackbone.collate_packed``: the samples added to it (in sorted order) as the
+    nodes of a prefix tree in depth-first order, each node one token at its depth's position."""
+
+    def __init__(self) -> None:
+        self.tokens: list[int] = []
+        self.positions: list[int] = []
+        self.ends: list[int] = []  # one past each node's subtree, set when the node is left
+        self.path: list[int] = []  # the last sample's nodes, by depth
+        self.last: list[int] = []  # the last sample's token ids
+
+    def new_tokens(self, tokens: list[int]) -> int:
+        """How many nodes adding ``tokens`` would take."""
+        return len(tokens) - _common_length(self.last, tokens)
+
+    def add(self, tokens: list[int]) -> int:
+        """Add a sample no smaller (in list order) than the last one; its last token's column."""
+        shared = _common_length(self.last, tokens)
+        for node in self.path[shared:]:  # every node since these was in their subtree
+            self.ends[node] = len(self.tokens)
+        del self.path[shared:]
+        for depth in range(shared, len(tokens)):
+            self.path.append(len(self.tokens))
+            self.tokens.append(tokens[depth])
+            self.positions.append(depth)
+            self.ends.append(0)
+        self.last = tokens
+        return self.path[len(tokens) - 1]
+
+    def subtree_end(self) -> list[int]:
+        """One past the last column of each node's subtree (``tree_attention_mask``)."""
+        still_open = set(self.path)  # the last sample's nodes: their subtrees run to the row's end
+        return [len(self.tokens) if node in still_open else end for node, end in enumerate(self.ends)]
+
+
+def tree_attention_mask(
+    subtree_end: torch.Tensor, additive: bool = False, dtype: torch.dtype = torch.float32
 ) -> torch.Tensor:
-    """(R, 1, T, T) mask of prompt-packed rows: causal, a token sees the shared tokens (segment 0)
-    and its own segment, padding (-1) sees only itself (no empty softmax row, no NaN).
+    """(R, 1, T, T) mask of prefix-tree rows: a token sees its ancestors and itself, the tokens
+    ``j <= i`` whose subtree holds it (``i < subtree_end[j]``); padding sees only itself (no empty
+    softmax row, no NaN).
 
     Args:
-        segments: (R, T) 0 for shared tokens, k >= 1 for the k-th sample's tokens, -1 for padding.
+        subtree_end: (R, T) one past the last column of each node's subtree (nodes in depth-first
+            order); ``column + 1`` for padding.
         additive: A float mask (0 or the dtype's minimum) for eager attention; else boolean (SDPA).
         dtype: The float mask's dtype.
     """
-    width = segments.shape[1]
-    query, key = segments[:, :, None], segments[:, None, :]  # (R, T, 1), (R, 1, T)
-    causal = torch.ones(width, width, dtype=torch.bool, device=segments.device).tril()
-    allowed = causal & (query >= 0) & (key >= 0) & ((key == 0) | (key == query))
-    allowed |= torch.eye(width, dtype=torch.bool, device=segments.device)
-    allowed = allowed[:, None]
+    width = subtree_end.shape[1]
+    columns = torch.arange(width, device=subtree_end.device)
+    query, key = columns[:, None], columns[None, :]  # (T, 1), (1, T)
+    allowed = ((key <= query) & (query < subtree_end[:, None, :]))[:, None]  # (R, 1, T, T)
     if not additive:
         return allowed
-    return torch.zeros(allowed.shape, dtype=dtype, device=segments.device).masked_fill(
+    return torch.zeros(allowed.shape, dtype=dtype, device=subtree_end.device).masked_fill(
         ~allowed, torch.finfo(dtype).min
     )
