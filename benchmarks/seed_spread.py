@@ -88,9 +88,11 @@ def edit(seed: int, out: Path) -> dict:
 def judge(seed: int, out: Path) -> dict:
     from integrations.demos.judge import train_quickstart, write_report
 
-    m = write_report(train_quickstart(out / "run", seed=seed), out)  # the pixel judge (issue 12)
+    run = train_quickstart(out / "run", seed=seed)
+    m = write_report(run, out)  # the pixel judge (issue 12)
     t, u, c = m["trained"], m["untrained"], m["control_shuffled_images"]
     return {
+        **critique_rm(run, out, seed),
         "judge.control.shuffled_images.spearman": c["spearman"],
         "judge.described_colours_rate": t["described_colours_rate"],
         "judge.control.shuffled_images.described_colours_rate": c["described_colours_rate"],
@@ -103,6 +105,38 @@ def judge(seed: int, out: Path) -> dict:
         "judge.control.shuffled_images.hit_rate": c["critique_hit_rate"],
         "judge.margin_over_shuffled_images.spearman": t["spearman"] - c["spearman"],
         "judge.margin_over_shuffled_images.hit_rate": t["critique_hit_rate"] - c["critique_hit_rate"],
+    }
+
+
+def critique_rm(judge_run: Path, out: Path, seed: int) -> dict:
+    """The critique reward model trained on top of a judge run (issue 12, item 4), with its control."""
+    from integrations.demos.judge import evaluate, quickstart_judge, shuffled_images
+    from judges.critique_rm import CritiqueRewardModel
+    from judges.critique_rm_training import evaluate_critique_rm, read_split, train_critique_rm
+
+    test = read_split(judge_run)
+    model = train_critique_rm(judge_run, out / "critique-rm", seed=seed) / "model"
+    rm = CritiqueRewardModel(model)
+    seen = evaluate_critique_rm(rm, test, judge_run / "data")
+    blind = evaluate_critique_rm(rm, test, judge_run / "data", shuffled_images(test))
+    # the same model as a score-token judge: what stage 3 does to the judge's own figures
+    judge = quickstart_judge(model)
+    after = evaluate(judge, test, judge_run / "data").metrics()
+    after_blind = evaluate(judge, test, judge_run / "data", shuffled_images(test)).metrics()
+    return {
+        "critique_rm.judge.spearman": after["spearman"],
+        "critique_rm.judge.hit_rate": after["critique_hit_rate"],
+        "critique_rm.judge.problem_named_rate": after["problem_named_rate"],
+        "critique_rm.judge.parse_failure_rate": after["parse_failure_rate"],
+        "critique_rm.judge.control.shuffled_images.spearman": after_blind["spearman"],
+        "critique_rm.spearman": seen["spearman"],
+        "critique_rm.pair_accuracy": seen["pair_accuracy"],
+        "critique_rm.score_token_spearman": seen["score_token_spearman"],
+        "critique_rm.control.shuffled_images.spearman": blind["spearman"],
+        "critique_rm.control.shuffled_images.pair_accuracy": blind["pair_accuracy"],
+        "critique_rm.margin_over_shuffled_images.spearman": seen["spearman"] - blind["spearman"],
+        "critique_rm.margin_over_shuffled_images.pair_accuracy": seen["pair_accuracy"]
+        - blind["pair_accuracy"],
     }
 
 
@@ -248,6 +282,10 @@ BARS: dict[str, tuple[str, float]] = {
     "judge.margin_over_shuffled_images.spearman": (">=", 0.3),
     "judge.margin_over_shuffled_images.hit_rate": (">=", 0.5),
     "judge.untrained_hit_rate": ("<=", 0.1),
+    "critique_rm.pair_accuracy": (">=", 0.75),
+    "critique_rm.control.shuffled_images.pair_accuracy": ("<=", 0.6),
+    "critique_rm.margin_over_shuffled_images.pair_accuracy": (">=", 0.15),
+    "critique_rm.margin_over_shuffled_images.spearman": (">=", 0.4),
     "prm.f1": (">=", 0.7),
     "prm.f1_misread": (">=", 0.6),
     "prm.margin_over_images_shuffled.f1_misread": (">=", 0.1),
