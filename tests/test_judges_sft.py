@@ -199,3 +199,40 @@ def test_demo_report_writes_metrics_with_the_control_and_an_html_page(run, tmp_p
     page = (tmp_path / "report.html").read_text()
     assert page.count("data:image/png;base64,") >= 15
     assert "critique_hit_rate" in page and "shuffled" in page
+
+
+@pytest.fixture(scope="module")
+def critique_rm_figures(run, held_out, tmp_path_factory):
+    """The critique reward model trained on top of the session's judge, on held-out prompts from
+    pixels, and on the same candidates with the images shuffled across prompts (the control)."""
+    import torch
+
+    from judges.critique_rm import CritiqueRewardModel
+    from judges.critique_rm_training import evaluate_critique_rm, train_critique_rm
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the figures in docs/learning-figures.md are one thread's
+    try:
+        rm = CritiqueRewardModel(train_critique_rm(run, tmp_path_factory.mktemp("critique-rm")) / "model")
+    finally:
+        torch.set_num_threads(threads)
+    root = run / "data"
+    return evaluate_critique_rm(rm, held_out, root), evaluate_critique_rm(
+        rm, held_out, root, shuffled_images(held_out)
+    )
+
+
+def test_the_critique_reward_model_ranks_held_out_candidates_from_pixels(critique_rm_figures):
+    """Issue 12, item 4: the head on the judge's own critique orders one prompt's candidates, and the
+    order falls to chance when the images are shuffled. Five seeds (docs/learning-figures.md): pair
+    accuracy within a prompt 0.843 +- 0.026 (mean - 3 sd 0.766), shuffled 0.506 +- 0.027, margin
+    0.337 +- 0.048 (0.194); Spearman margin 0.717 +- 0.074 (0.494). No bar is above mean - 3 sd."""
+    seen, blind = critique_rm_figures
+    figures = {k: v for k, v in seen.items() if k != "outputs"}
+    assert seen["pair_accuracy"] >= 0.75, figures
+    assert abs(blind["pair_accuracy"] - 0.5) <= 0.1, blind["pair_accuracy"]
+    assert seen["pair_accuracy"] - blind["pair_accuracy"] >= 0.15, figures
+    assert seen["spearman"] - blind["spearman"] >= 0.4, figures
+    assert all(o.text.startswith("Image: ") for o in seen["outputs"])
+    read = sum("score_token" in (o.aspects or {}) for o in seen["outputs"])  # the judge's score, beside
+    assert read >= 0.99 * len(seen["outputs"]), read
