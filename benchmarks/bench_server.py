@@ -6,9 +6,12 @@ server's own per-request overhead, then ViT-B/32, whose forward dominates on a C
 224 px image each per request (4 prompts in turn, images inline as base64 PNG), the way generation
 workers call a served reward. Two servers in turn: ``max_batch_size=16`` (LitServe's dynamic
 batching; the prompts and images of a batch go to the model in one forward) and ``max_batch_size=1``
-(one request per forward). Scores from both are checked equal (1e-4) before the ratio is printed.
+(one request per forward). Scores from both are checked equal (1e-4; in bf16, 1e-2 of the scores'
+scale) before the ratio is printed. ``--dtype`` (``mmreward serve``'s choices, default fp32) is the
+served model's compute dtype; bf16 casts the weights on a CPU with native bf16 (AMX, avx512_bf16).
 
 Run: .venv/bin/python benchmarks/bench_server.py [--requests 64] [--threads 16] [--model tiny ViT-B-32]
+     [--dtype fp32|bf16]
 """
 
 from __future__ import annotations
@@ -28,6 +31,8 @@ from PIL import Image
 
 from integrations.serving.client import data_url
 from integrations.serving.reward_server import RewardAPI, RewardSource, create_server
+from mmreward.cli_options import add_dtype_option
+from mmreward.scoring import cpu_has_native_bf16
 
 TINY = {
     "embed_dim": 32,
@@ -47,9 +52,11 @@ def save_model(directory: Path, name: str) -> Path:
     return Scorer(RewardModel(backbone, LinearHead()), device="cpu").save_pretrained(directory / "model")
 
 
-def start(model: Path, max_batch_size: int) -> tuple[object, threading.Thread, str]:
+def start(model: Path, max_batch_size: int, dtype: str) -> tuple[object, threading.Thread, str]:
     api = RewardAPI(
-        RewardSource(model=str(model), device="cpu"), max_batch_size=max_batch_size, batch_timeout=0.01
+        RewardSource(model=str(model), device="cpu", dtype=dtype),
+        max_batch_size=max_batch_size,
+        batch_timeout=0.01,
     )
     server = create_server(api, timeout=600, accelerator="cpu")
     server._monitor_workers = False
@@ -94,13 +101,16 @@ def main() -> None:
         "--model", nargs="+", default=["tiny", "ViT-B-32"],
         help="open_clip model names, or 'tiny' (a one-layer 32 px CLIP: the server's own overhead)",
     )  # fmt: skip
+    add_dtype_option(
+        parser, default="fp32", note="; default fp32 here (auto is fp32 too: the servers run on the CPU)"
+    )
     args = parser.parse_args()
     for model in args.model:
-        run(model, args.requests, args.threads)
+        run(model, args.requests, args.threads, args.dtype)
 
 
-def run(name: str, requests: int, threads: int) -> None:
-    """Both servers on one model; prints and records the ratio."""
+def run(name: str, requests: int, threads: int, dtype: str = "fp32") -> None:
+    """Both servers on one model in ``dtype``; prints and records the ratio."""
     rng = np.random.default_rng(0)
     images = [
         data_url(Image.fromarray(rng.integers(0, 255, (224, 224, 3), dtype=np.uint8))) for _ in range(16)
@@ -113,29 +123,35 @@ def run(name: str, requests: int, threads: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         model = save_model(Path(tmp), name)
         for size in (16, 1):
-            server, thread, url = start(model, size)
+            server, thread, url = start(model, size, dtype)
             results[size] = drive(url, bodies, threads)
             print(
-                f"max_batch_size={size}: {results[size][0]:.2f} s", flush=True
+                f"{dtype} max_batch_size={size}: {results[size][0]:.2f} s", flush=True
             )  # kept if a later phase dies
             server._shutdown_event.set()
             thread.join(timeout=30)
     (batched, s16), (single, s1) = results[16], results[1]
-    assert np.allclose(s16, s1, atol=1e-4), "batched and single-request scores differ"
+    # bf16 keeps ~3 significant digits, and a batch of 16 and a batch of 1 round differently
+    atol = 1e-2 * (1 + np.abs(s1).max()) if dtype == "bf16" else 1e-4
+    assert np.allclose(s16, s1, atol=atol), (
+        f"batched and single-request scores differ by more than {atol:.2g}"
+    )
     n = requests
-    print(f"model {name}, {n} requests of one 224 px image from {threads} threads")
+    cast = " (native bf16 CPU: weights cast)" if dtype == "bf16" and cpu_has_native_bf16() else ""
+    print(f"model {name} in {dtype}{cast}, {n} requests of one 224 px image from {threads} threads")
     print(f"one request per forward (max_batch_size=1): {single:.2f} s, {n / single:.1f} requests/s")
     print(f"dynamic batching (max_batch_size=16):       {batched:.2f} s, {n / batched:.1f} requests/s")
     print(f"ratio: {single / batched:.2f}x")
     record(
-        f"dynamic_batching_{name}",
+        f"dynamic_batching_{name}" + ("" if dtype == "fp32" else f"_{dtype}"),  # fp32 keeps its old key
         f"requests/s from {threads} client threads, {n} requests of one 224 px image, LitServe "
-        f"dynamic batching (16) vs one request per forward, same model and run, {name}",
+        f"dynamic batching (16) vs one request per forward, same model and run, {name}, {dtype}",
         single / batched,
         ours=n / batched,
         baseline=n / single,
         unit="requests/s",
         details="results/server.md",
+        extra={"dtype": dtype, "cpu_native_bf16": cpu_has_native_bf16()},
     )
 
 

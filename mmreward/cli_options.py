@@ -51,6 +51,19 @@ def _formats_help() -> str:
     return ", ".join(sorted(FORMATS))
 
 
+def add_dtype_option(parser: argparse.ArgumentParser, default: str | None = "auto", note: str = "") -> None:
+    """``--dtype``, as ``score``, ``eval`` and ``serve`` take it (``DTYPES``'s choices; ``note`` ends its help).
+
+    ``serve`` passes ``default=None`` to tell an unset flag from ``--dtype auto``.
+    """
+    parser.add_argument(
+        "--dtype", default=default, choices=sorted(DTYPES),
+        help="the model's compute dtype: auto (bf16 on GPUs that have it, else fp32), fp32, or bf16 (on a "
+        "CPU with native bf16, such as avx512_bf16 or AMX, about 2.5x fp32: benchmarks/RESULTS.md; "
+        f"scores move by about 1e-3 of their scale){note}",
+    )  # fmt: skip
+
+
 def add_common_options(parser: argparse.ArgumentParser, records: str) -> None:
     """The options ``score`` and ``eval`` share: batching, device, format, bad records, trust."""
     parser.add_argument(
@@ -62,12 +75,7 @@ def add_common_options(parser: argparse.ArgumentParser, records: str) -> None:
         help="where the model runs: cpu, cuda, cuda:1, mps, ... (default: cuda when available, else cpu; "
         "bf16 autocast on GPUs that have it)",
     )  # fmt: skip
-    parser.add_argument(
-        "--dtype", default="auto", choices=sorted(DTYPES),
-        help="the model's compute dtype: auto (bf16 on GPUs that have it, else fp32), fp32, or bf16 (on a "
-        "CPU with native bf16, such as avx512_bf16 or AMX, about 2.5x fp32: benchmarks/RESULTS.md; "
-        "scores move by about 1e-3 of their scale)",
-    )  # fmt: skip
+    add_dtype_option(parser)
     parser.add_argument(
         "--format", default=None, metavar="NAME",
         help="read the data file in a public format instead of the canonical schema (docs/data.md); "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import math
 import socket
@@ -56,11 +57,43 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+@contextlib.contextmanager
+def running(api, headers=AUTH):
+    """``api`` served in process on a free port until the block ends; yields its URL once healthy."""
+    from integrations.serving.reward_server import create_server
+
+    server = create_server(api, max_body_bytes=1_000_000, timeout=60, accelerator="cpu")
+    server._monitor_workers = False  # its thread would outlive the manager that the teardown shuts down
+    port = free_port()
+    thread = threading.Thread(
+        target=server.run,
+        kwargs={"host": "127.0.0.1", "port": port, "api_server_worker_type": "thread",
+                "generate_client_file": False, "log_level": "warning", "num_api_servers": 1},
+        daemon=True,
+    )  # fmt: skip
+    thread.start()
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if httpx.get(f"{url}/health", headers=headers).status_code == 200:
+                break
+        except httpx.TransportError:
+            pass
+        assert time.monotonic() < deadline, "the server did not start within 60 s"
+        time.sleep(0.2)
+    try:
+        yield url
+    finally:
+        server._shutdown_event.set()
+        thread.join(timeout=20)
+
+
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
     """A server on the tiny model (token, media root, batches of up to 16), and the in-process scorer."""
     import mmreward as mr
-    from integrations.serving.reward_server import RewardAPI, RewardSource, create_server
+    from integrations.serving.reward_server import RewardAPI, RewardSource
     from mmreward.scoring import Scorer
 
     root = tmp_path_factory.mktemp("serve")
@@ -80,30 +113,9 @@ def served(tmp_path_factory):
         reward_args=json.dumps({"model": str(root / "model"), "log": str(log)}),
     )
     api = RewardAPI(source, api_key=KEY, media_root=str(media), max_batch_size=16, batch_timeout=0.05)
-    server = create_server(api, max_body_bytes=1_000_000, timeout=60, accelerator="cpu")
-    server._monitor_workers = False  # its thread would outlive the manager that the teardown shuts down
-    port = free_port()
-    thread = threading.Thread(
-        target=server.run,
-        kwargs={"host": "127.0.0.1", "port": port, "api_server_worker_type": "thread",
-                "generate_client_file": False, "log_level": "warning", "num_api_servers": 1},
-        daemon=True,
-    )  # fmt: skip
-    thread.start()
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            if httpx.get(f"{url}/health", headers=AUTH).status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        assert time.monotonic() < deadline, "the server did not start within 60 s"
-        time.sleep(0.2)
-    scorer = mr.load(root / "model", device="cpu")
-    yield {"url": url, "scorer": scorer, "images": images, "media": media, "log": log, "root": root}
-    server._shutdown_event.set()
-    thread.join(timeout=20)
+    with running(api) as url:
+        scorer = mr.load(root / "model", device="cpu")
+        yield {"url": url, "scorer": scorer, "images": images, "media": media, "log": log, "root": root}
     set_media_policy(**vars(before))
 
 
@@ -265,3 +277,41 @@ def test_serve_command_help_and_bad_model(capsys):
     assert exit_.value.code == 0 and "--media-root" in capsys.readouterr().out
     with pytest.raises(FileNotFoundError, match="--model"):
         main(["serve", "--model", "no/such/dir"])
+
+
+def test_a_bf16_server_scores_as_an_in_process_bf16_scorer(served):
+    import torch
+
+    import mmreward as mr
+    from integrations.serving.reward_server import RewardAPI, RewardSource
+
+    model, images = served["root"] / "model", served["images"]
+    prompts = ["a red picture", "two green circles"] * 4
+    samples = [{"prompt": p, "image": data_url(image)} for p, image in zip(prompts, images)]
+    api = RewardAPI(RewardSource(model=str(model), device="cpu", dtype="bf16"), max_batch_size=8)
+    with running(api, headers={}) as url, ThreadPoolExecutor(8) as pool:
+        whole = post(url, "/score", {"samples": samples}, headers={})  # the in-process scorer's batch
+        alone = list(pool.map(lambda s: post(url, "/score", {"samples": [s]}, headers={}), samples))
+    assert whole.status_code == 200 and all(r.status_code == 200 for r in alone), whole.text
+    bf16 = mr.load(model, device="cpu", dtype=torch.bfloat16).score(prompts=prompts, images=images)
+    fp32 = served["scorer"].score(prompts=prompts, images=images)
+    # the same batch in the same dtype computes the same scores; fp32 ones differ (the dtype got there)
+    assert whole.json()["scores"] == pytest.approx(bf16, abs=1e-5)
+    assert whole.json()["scores"] != pytest.approx(fp32, abs=1e-5)
+    # requests batched by the server: other batch shapes, bf16 rounding (~3 significant digits)
+    scale = 1 + max(map(abs, fp32))
+    assert [r.json()["scores"][0] for r in alone] == pytest.approx(bf16, abs=5e-3 * scale)
+
+
+def test_dtype_applies_to_a_saved_model_only(capsys):
+    from integrations.serving.reward_server import RewardSource
+    from mmreward.cli import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["serve", "--reward", f"{__name__}.CountingReward", "--dtype", "bf16"])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and "--dtype applies to a saved model (--model)" in err
+    with pytest.raises(ValueError, match="not to the reward class"):
+        RewardSource(reward=f"{__name__}.CountingReward", dtype="bf16")
+    with pytest.raises(ValueError, match="Unknown dtype 'fp16'"):
+        RewardSource(model="m", dtype="fp16")

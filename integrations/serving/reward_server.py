@@ -54,7 +54,11 @@ API_KEY_ENV = "MMREWARD_API_KEY"
 
 @dataclass
 class RewardSource:
-    """What the worker loads: a saved model (``model``) or a reward class (``reward`` + ``reward_args``)."""
+    """What the worker loads: a saved model (``model``) or a reward class (``reward`` + ``reward_args``).
+
+    ``dtype`` is a ``--dtype`` choice (``auto``, ``fp32``, ``bf16``: ``mmreward.cli_options.DTYPES``),
+    the saved model's compute dtype; a reward class sets its own, so it takes only ``auto``.
+    """
 
     model: str | None = None
     reward: str | None = None
@@ -62,10 +66,22 @@ class RewardSource:
     device: str | None = None
     batch_size: int = 32
     trust_config: bool = False
+    dtype: str = "auto"
+
+    def __post_init__(self) -> None:
+        from mmreward.cli_options import DTYPES
+
+        if self.dtype not in DTYPES:
+            raise ValueError(f"Unknown dtype {self.dtype!r}; use one of: {', '.join(sorted(DTYPES))}.")
+        if self.reward and self.dtype != "auto":
+            raise ValueError(
+                f"dtype={self.dtype!r} applies to a saved model (model=...), not to the reward class "
+                f"{self.reward!r}; leave dtype at 'auto' and set the precision in the class's own args."
+            )
 
     def build(self, device: str) -> Any:
         """The reward, on ``device`` unless ``self.device`` names another."""
-        from mmreward.cli_options import build_reward
+        from mmreward.cli_options import build_reward, torch_dtype
         from mmreward.scoring import load
 
         if self.reward:
@@ -74,6 +90,7 @@ class RewardSource:
             self.model,
             device=self.device or device,
             batch_size=self.batch_size,
+            dtype=torch_dtype(self.dtype),
             trust_config=self.trust_config,
         )
 
@@ -230,7 +247,7 @@ def create_server(
 def build_parser() -> argparse.ArgumentParser:
     """``mmreward serve``'s options."""
     from mmreward.cli_errors import DEBUG_HELP
-    from mmreward.cli_options import TRUST_HELP, HelpFormatter
+    from mmreward.cli_options import TRUST_HELP, HelpFormatter, add_dtype_option
 
     parser = argparse.ArgumentParser(
         formatter_class=HelpFormatter,
@@ -323,9 +340,22 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DEVICE",
         help="where the model runs (default: cuda when available, else cpu)",
     )
+    add_dtype_option(parser, default=None, note="; --model only, default auto")
     parser.add_argument("--trust-config", action="store_true", help=TRUST_HELP)
     parser.add_argument("--debug", action="store_true", help=DEBUG_HELP)
     return parser  # fmt: skip
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    """``mmreward serve``'s options, parsed; an argparse error (exit 2) for ``--dtype`` with ``--reward``."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.reward and args.dtype is not None:
+        parser.error(
+            f"--dtype applies to a saved model (--model), not to --reward {args.reward}; drop --dtype "
+            "and set the reward class's precision in --reward-args if it takes one."
+        )
+    return args
 
 
 def api_from_args(args: argparse.Namespace) -> RewardAPI:
@@ -341,8 +371,9 @@ def api_from_args(args: argparse.Namespace) -> RewardAPI:
         media_root=args.media_root, **({"max_pixels": args.max_pixels} if args.max_pixels else {})
     )
     source = RewardSource(
-        args.model, args.reward, args.reward_args, args.device, args.batch_size, args.trust_config
-    )
+        args.model, args.reward, args.reward_args, args.device, args.batch_size, args.trust_config,
+        dtype=args.dtype or "auto",
+    )  # fmt: skip
     return RewardAPI(
         source, args.api_key, args.media_root, args.max_pixels, args.max_batch_size, args.batch_timeout
     )
@@ -350,7 +381,7 @@ def api_from_args(args: argparse.Namespace) -> RewardAPI:
 
 def main(argv: list[str]) -> int:
     """``mmreward serve ...`` (the ``mmreward.commands`` entry point): serve until interrupted."""
-    args = build_parser().parse_args(argv)
+    args = parse_args(argv)
     server = create_server(api_from_args(args), args.max_body_bytes, args.timeout)
     # LitServe stops its workers on Ctrl+C only; on SIGTERM they would outlive this process
     _interrupt.pid = os.getpid()
