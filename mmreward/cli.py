@@ -17,7 +17,13 @@ from importlib.metadata import EntryPoint, PackageNotFoundError, entry_points, v
 from pathlib import Path
 
 from mmreward.cli_errors import DEBUG_ENV, DEBUG_HELP, EXIT_BAD_INPUT, report_error
-from mmreward.cli_options import HelpFormatter, add_common_options, build_reward, torch_dtype
+from mmreward.cli_options import (
+    HelpFormatter,
+    add_common_options,
+    build_reward,
+    refuse_dtype_with_reward,
+    torch_dtype,
+)
 
 LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
 COMMANDS = {
@@ -184,6 +190,7 @@ def _eval(argv: list[str]) -> int:
     )
     add_common_options(parser, "samples")
     args = parser.parse_args(argv)
+    refuse_dtype_with_reward(parser, args)
     from mmreward.data.records import read_records
     from mmreward.eval_report import write_report
     from mmreward.evaluation import evaluate

@@ -17,11 +17,21 @@ DTYPES = {"auto": None, "fp32": "float32", "bf16": "bfloat16"}
 """``--dtype`` choices and the ``torch`` dtype each names (``auto``: the ``Scorer``'s default)."""
 
 
-def torch_dtype(name: str):
-    """The ``torch.dtype`` a ``--dtype`` choice names, or ``None`` for ``auto``."""
+def torch_dtype(name: str | None):
+    """The ``torch.dtype`` a ``--dtype`` choice names, or ``None`` for ``auto`` (or an unset flag)."""
     import torch
 
-    return None if DTYPES[name] is None else getattr(torch, DTYPES[name])
+    return None if name is None or DTYPES[name] is None else getattr(torch, DTYPES[name])
+
+
+def refuse_dtype_with_reward(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """An argparse error (exit 2) for ``--dtype`` given with ``--reward``: the flag names a saved
+    model's compute dtype, and a reward class would silently ignore it."""
+    if getattr(args, "reward", None) and args.dtype is not None:
+        parser.error(
+            f"--dtype applies to a saved model (--model), not to --reward {args.reward}; drop --dtype "
+            "and set the reward class's precision in --reward-args if it takes one."
+        )
 
 
 class HelpFormatter(argparse.HelpFormatter):
@@ -51,10 +61,11 @@ def _formats_help() -> str:
     return ", ".join(sorted(FORMATS))
 
 
-def add_dtype_option(parser: argparse.ArgumentParser, default: str | None = "auto", note: str = "") -> None:
+def add_dtype_option(parser: argparse.ArgumentParser, default: str | None = None, note: str = "") -> None:
     """``--dtype``, as ``score``, ``eval`` and ``serve`` take it (``DTYPES``'s choices; ``note`` ends its help).
 
-    ``serve`` passes ``default=None`` to tell an unset flag from ``--dtype auto``.
+    The default ``None`` tells an unset flag from ``--dtype auto`` (``refuse_dtype_with_reward``);
+    ``torch_dtype`` reads it as ``auto``.
     """
     parser.add_argument(
         "--dtype", default=default, choices=sorted(DTYPES),
@@ -75,7 +86,7 @@ def add_common_options(parser: argparse.ArgumentParser, records: str) -> None:
         help="where the model runs: cpu, cuda, cuda:1, mps, ... (default: cuda when available, else cpu; "
         "bf16 autocast on GPUs that have it)",
     )  # fmt: skip
-    add_dtype_option(parser)
+    add_dtype_option(parser, note="; --model only, default auto")
     parser.add_argument(
         "--format", default=None, metavar="NAME",
         help="read the data file in a public format instead of the canonical schema (docs/data.md); "

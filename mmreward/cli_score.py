@@ -16,7 +16,13 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from mmreward.batch_scoring import Shard
-from mmreward.cli_options import HelpFormatter, add_common_options, build_reward, torch_dtype
+from mmreward.cli_options import (
+    HelpFormatter,
+    add_common_options,
+    build_reward,
+    refuse_dtype_with_reward,
+    torch_dtype,
+)
 
 TORCHRUN_ENV = (("RANK", "WORLD_SIZE"), ("LOCAL_RANK", "LOCAL_WORLD_SIZE"))
 
@@ -133,6 +139,7 @@ def score_main(argv: list[str]) -> int:
     """Run ``mmreward score`` on ``argv`` (the arguments after ``score``)."""
     parser = score_parser()
     args = parser.parse_args(argv)
+    refuse_dtype_with_reward(parser, args)
     if args.merge:
         return _merge(parser, args)
     if not (args.model or args.reward):

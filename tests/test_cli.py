@@ -106,6 +106,17 @@ def test_dtype_bf16_scores_near_fp32_and_an_unknown_dtype_is_refused(data: dict,
     assert exit_.value.code == 2 and "invalid choice: 'fp16'" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("command", ["score", "eval"])
+def test_dtype_with_a_reward_class_is_refused_not_ignored(data: dict, capsys, command):
+    """--dtype names a saved model's compute dtype; a reward class would silently run in its own."""
+    with pytest.raises(SystemExit) as exit_:
+        main([command, "--reward", "tests.test_cli.BuggyReward", "--dtype", "bf16", "--data" if command == "eval"
+              else "--input", str(data["good"]), "--output", str(data["root"] / f"dtype-{command}")])  # fmt: skip
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2, err
+    assert "--dtype applies to a saved model (--model), not to --reward tests.test_cli.BuggyReward" in err
+
+
 def test_a_bad_record_exits_2_with_one_message_naming_file_line_id_and_field(data: dict):
     run = run_cli(
         "score", "--model", str(data["model"]), "--input", str(data["bad"]),

@@ -340,7 +340,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DEVICE",
         help="where the model runs (default: cuda when available, else cpu)",
     )
-    add_dtype_option(parser, default=None, note="; --model only, default auto")
+    add_dtype_option(parser, note="; --model only, default auto")
     parser.add_argument("--trust-config", action="store_true", help=TRUST_HELP)
     parser.add_argument("--debug", action="store_true", help=DEBUG_HELP)
     return parser  # fmt: skip
@@ -348,13 +348,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     """``mmreward serve``'s options, parsed; an argparse error (exit 2) for ``--dtype`` with ``--reward``."""
+    from mmreward.cli_options import refuse_dtype_with_reward
+
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.reward and args.dtype is not None:
-        parser.error(
-            f"--dtype applies to a saved model (--model), not to --reward {args.reward}; drop --dtype "
-            "and set the reward class's precision in --reward-args if it takes one."
-        )
+    refuse_dtype_with_reward(parser, args)
     return args
 
 
