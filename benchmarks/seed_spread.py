@@ -110,7 +110,7 @@ def judge(seed: int, out: Path) -> dict:
 
 def critique_rm(judge_run: Path, out: Path, seed: int) -> dict:
     """The critique reward model trained on top of a judge run (issue 12, item 4), with its control."""
-    from integrations.demos.judge import evaluate, quickstart_judge, shuffled_images
+    from integrations.demos.judge import shuffled_images
     from judges.critique_rm import CritiqueRewardModel
     from judges.critique_rm_training import evaluate_critique_rm, read_split, train_critique_rm
 
@@ -119,19 +119,16 @@ def critique_rm(judge_run: Path, out: Path, seed: int) -> dict:
     rm = CritiqueRewardModel(model)
     seen = evaluate_critique_rm(rm, test, judge_run / "data")
     blind = evaluate_critique_rm(rm, test, judge_run / "data", shuffled_images(test))
-    # the same model as a score-token judge: what stage 3 does to the judge's own figures
-    judge = quickstart_judge(model)
-    after = evaluate(judge, test, judge_run / "data").metrics()
-    after_blind = evaluate(judge, test, judge_run / "data", shuffled_images(test)).metrics()
+    # the same model as a score-token judge (what stage 3 does to the judge's own figures), read off
+    # the same outputs: the score token and the critique the head was read at
     return {
-        "critique_rm.judge.spearman": after["spearman"],
-        "critique_rm.judge.hit_rate": after["critique_hit_rate"],
-        "critique_rm.judge.problem_named_rate": after["problem_named_rate"],
-        "critique_rm.judge.parse_failure_rate": after["parse_failure_rate"],
-        "critique_rm.judge.control.shuffled_images.spearman": after_blind["spearman"],
+        "critique_rm.judge.spearman": seen["score_token_spearman"],
+        "critique_rm.judge.hit_rate": seen["hit_rate"],
+        "critique_rm.judge.problem_named_rate": seen["problem_named_rate"],
+        "critique_rm.judge.parse_failure_rate": seen["parse_failure_rate"],
+        "critique_rm.judge.control.shuffled_images.spearman": blind["score_token_spearman"],
         "critique_rm.spearman": seen["spearman"],
         "critique_rm.pair_accuracy": seen["pair_accuracy"],
-        "critique_rm.score_token_spearman": seen["score_token_spearman"],
         "critique_rm.control.shuffled_images.spearman": blind["spearman"],
         "critique_rm.control.shuffled_images.pair_accuracy": blind["pair_accuracy"],
         "critique_rm.margin_over_shuffled_images.spearman": seen["spearman"] - blind["spearman"],

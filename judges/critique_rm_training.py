@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from judges.critique_data import CritiqueExample, CritiqueWorld, read_examples
+from judges.critique_data import CritiqueExample, CritiqueWorld, critique_hit, names_problem, read_examples
 from judges.critique_rm import CritiqueRewardModel, critique_of
 from judges.pixel_training import PixelJudgeDataModule, PixelJudgeSFTModule, _adamw, pixel_sample
 from mmreward.losses import bradley_terry_loss
@@ -278,7 +278,9 @@ def evaluate_critique_rm(
     Returns:
         ``spearman`` and ``pair_accuracy`` (within each prompt) of the head's scores against the
         world's ratings, the same for the score token (``score_token_*``, unread scores at the
-        midpoint 3), ``n``, and the outputs.
+        midpoint 3), the critiques' ``hit_rate`` and ``problem_named_rate`` and the share of unread
+        score tokens (``parse_failure_rate``), as ``evaluate_critique_judge`` counts them for a judge,
+        ``n``, and the outputs.
     """
     samples = [pixel_sample(e, root, None if images is None else images[i]) for i, e in enumerate(examples)]
     outputs = rm.score_samples(samples)
@@ -291,6 +293,11 @@ def evaluate_critique_rm(
         "pair_accuracy": prompt_pair_accuracy(head, ratings, groups),
         "score_token_spearman": correlations(token, ratings)["spearman"],
         "score_token_pair_accuracy": prompt_pair_accuracy(token, ratings, groups),
+        "hit_rate": float(np.mean([critique_hit(o.text, e.critique) for o, e in zip(outputs, examples)])),
+        "problem_named_rate": float(
+            np.mean([names_problem(o.text, e.corruption) for o, e in zip(outputs, examples)])
+        ),
+        "parse_failure_rate": float(np.mean([o.aspects is None for o in outputs])),
         "n": len(examples),
         "outputs": outputs,
     }
