@@ -3,7 +3,8 @@
 For a trained quick-start judge (a run folder of ``integrations.demos.judge.train_quickstart``, or one
 trained here with ``--train``) it reports, by corruption kind, on the held-out prompts:
 
-- ``end_to_end``: the judge as the demo runs it (describe the image, then judge the description);
+- ``end_to_end``: the judge as the demo runs it (describe the image, then judge the description),
+  beside its control (the same judge with each image under another prompt's text);
 - ``eye``: the share of its own descriptions equal to the world's caption in the objects part (before
   ``Quality:``) and in the quality word (``clean``, ``blurred``, ...; the severity word is not needed
   by the critique and is not compared);
@@ -37,24 +38,18 @@ def objects_and_quality(description: str) -> tuple[str, str]:
     return objects.strip().rstrip(".").strip(), (words[-1] if words else "")
 
 
-def by_kind(flags: list[bool], kinds: list[str]) -> dict[str, float]:
-    groups: dict[str, list[bool]] = {}
-    for flag, kind in zip(flags, kinds):
-        groups.setdefault(kind, []).append(flag)
-    return {k: round(sum(v) / len(v), 3) for k, v in sorted(groups.items())}
-
-
 def diagnose(run: Path) -> dict:
     """The three views of a run's judge (see the module docstring)."""
-    from integrations.demos.judge import evaluate, quickstart_judge
+    from integrations.demos.judge import evaluate, quickstart_judge, shuffled_images
     from judges.critique_data import read_examples
-    from judges.evaluation import evaluate_critique_judge
+    from judges.evaluation import evaluate_critique_judge, rates_by_kind
     from judges.pixel_training import pixel_sample
 
     judge = quickstart_judge(run / "model")
     test = read_examples(run / "data" / "test.jsonl")
     kinds = [e.corruption for e in test]
     seen = evaluate(judge, test, run / "data")
+    blind = evaluate(judge, test, run / "data", shuffled_images(test))  # the control: images shuffled
     said = [j.text.removeprefix("Image: ").split(" Seen:")[0] for j in seen.judgements]
     objects = [objects_and_quality(s)[0] == objects_and_quality(e.description)[0] for s, e in zip(said, test)]
     quality = [objects_and_quality(s)[1] == objects_and_quality(e.description)[1] for s, e in zip(said, test)]
@@ -65,11 +60,15 @@ def diagnose(run: Path) -> dict:
             "hit_rate": round(seen.hit_rate, 3),
             "parse_failure_rate": round(seen.parse_failure_rate, 3),
             "hit_rate_by_kind": _rounded(seen.hit_rate_by_corruption),
+            "control_shuffled_images": {
+                "spearman": round(blind.spearman, 3),
+                "hit_rate": round(blind.hit_rate, 3),
+            },
         },
         "eye": {
             "objects_exact": round(sum(objects) / len(objects), 3),
-            "objects_exact_by_kind": by_kind(objects, kinds),
-            "quality_word_by_kind": by_kind(quality, kinds),
+            "objects_exact_by_kind": _rounded(rates_by_kind(objects, kinds)),
+            "quality_word_by_kind": _rounded(rates_by_kind(quality, kinds)),
         },
         "comparison": {},
     }

@@ -54,6 +54,14 @@ class CritiqueEvaluation:
         }
 
 
+def rates_by_kind(flags: list[bool], kinds: list[str]) -> dict[str, float]:
+    """The share of true ``flags`` among the examples of each kind, kinds sorted."""
+    groups: dict[str, list[bool]] = {}
+    for flag, kind in zip(flags, kinds):
+        groups.setdefault(kind, []).append(flag)
+    return {k: float(np.mean(v)) for k, v in sorted(groups.items())}
+
+
 def evaluate_critique_judge(
     judge: CritiqueJudge, examples: list[CritiqueExample], judgements: list[Judgement] | None = None
 ) -> CritiqueEvaluation:
@@ -67,9 +75,6 @@ def evaluate_critique_judge(
     truth = np.array([e.score for e in examples])
     spearman = correlations(predicted, truth)["spearman"]
     hits = [critique_hit(j.critique, e.critique) for j, e in zip(judgements, examples)]
-    by_kind: dict[str, list[bool]] = {}
-    for hit, example in zip(hits, examples):
-        by_kind.setdefault(example.corruption, []).append(hit)
     return CritiqueEvaluation(
         spearman=spearman,
         hit_rate=float(np.mean(hits)),
@@ -78,6 +83,6 @@ def evaluate_critique_judge(
         ),
         parse_failure_rate=float(np.mean([j.score is None for j in judgements])),
         n=len(examples),
-        hit_rate_by_corruption={k: float(np.mean(v)) for k, v in sorted(by_kind.items())},
+        hit_rate_by_corruption=rates_by_kind(hits, [e.corruption for e in examples]),
         judgements=judgements,
     )
