@@ -21,7 +21,7 @@ from mmreward.cli_options import (
     HelpFormatter,
     add_common_options,
     build_reward,
-    refuse_dtype_with_reward,
+    refuse_model_options_with_reward,
     torch_dtype,
 )
 
@@ -190,7 +190,7 @@ def _eval(argv: list[str]) -> int:
     )
     add_common_options(parser, "samples")
     args = parser.parse_args(argv)
-    refuse_dtype_with_reward(parser, args)
+    refuse_model_options_with_reward(parser, args)
     from mmreward.data.records import read_records
     from mmreward.eval_report import write_report
     from mmreward.evaluation import evaluate

@@ -24,13 +24,20 @@ def torch_dtype(name: str | None):
     return None if name is None or DTYPES[name] is None else getattr(torch, DTYPES[name])
 
 
-def refuse_dtype_with_reward(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    """An argparse error (exit 2) for ``--dtype`` given with ``--reward``: the flag names a saved
-    model's compute dtype, and a reward class would silently ignore it."""
-    if getattr(args, "reward", None) and args.dtype is not None:
+def refuse_model_options_with_reward(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """An argparse error (exit 2) for ``--dtype`` or ``--device`` given with ``--reward``: both name
+    how a saved model is loaded, and a reward class would silently ignore them."""
+    if not getattr(args, "reward", None):
+        return
+    given = [
+        flag for flag, value in (("--dtype", args.dtype), ("--device", args.device)) if value is not None
+    ]
+    if given:
+        flags = " and ".join(given)
         parser.error(
-            f"--dtype applies to a saved model (--model), not to --reward {args.reward}; drop --dtype "
-            "and set the reward class's precision in --reward-args if it takes one."
+            f"{flags} {'apply' if len(given) > 1 else 'applies'} to a saved model (--model), not to --reward "
+            f"{args.reward}; drop {flags} and set the reward class's device or precision in --reward-args "
+            "if it takes them."
         )
 
 
@@ -64,7 +71,7 @@ def _formats_help() -> str:
 def add_dtype_option(parser: argparse.ArgumentParser, default: str | None = None, note: str = "") -> None:
     """``--dtype``, as ``score``, ``eval`` and ``serve`` take it (``DTYPES``'s choices; ``note`` ends its help).
 
-    The default ``None`` tells an unset flag from ``--dtype auto`` (``refuse_dtype_with_reward``);
+    The default ``None`` tells an unset flag from ``--dtype auto`` (``refuse_model_options_with_reward``);
     ``torch_dtype`` reads it as ``auto``.
     """
     parser.add_argument(

@@ -20,7 +20,7 @@ from mmreward.cli_options import (
     HelpFormatter,
     add_common_options,
     build_reward,
-    refuse_dtype_with_reward,
+    refuse_model_options_with_reward,
     torch_dtype,
 )
 
@@ -139,7 +139,7 @@ def score_main(argv: list[str]) -> int:
     """Run ``mmreward score`` on ``argv`` (the arguments after ``score``)."""
     parser = score_parser()
     args = parser.parse_args(argv)
-    refuse_dtype_with_reward(parser, args)
+    refuse_model_options_with_reward(parser, args)
     if args.merge:
         return _merge(parser, args)
     if not (args.model or args.reward):

@@ -107,14 +107,22 @@ def test_dtype_bf16_scores_near_fp32_and_an_unknown_dtype_is_refused(data: dict,
 
 
 @pytest.mark.parametrize("command", ["score", "eval"])
-def test_dtype_with_a_reward_class_is_refused_not_ignored(data: dict, capsys, command):
-    """--dtype names a saved model's compute dtype; a reward class would silently run in its own."""
+@pytest.mark.parametrize(
+    "flags", [["--dtype", "bf16"], ["--device", "cpu"], ["--dtype", "fp32", "--device", "cpu"]]
+)
+def test_model_options_with_a_reward_class_are_refused_not_ignored(data: dict, capsys, command, flags):
+    """--dtype and --device say how a saved model is loaded; a reward class would silently ignore them."""
     with pytest.raises(SystemExit) as exit_:
-        main([command, "--reward", "tests.test_cli.BuggyReward", "--dtype", "bf16", "--data" if command == "eval"
-              else "--input", str(data["good"]), "--output", str(data["root"] / f"dtype-{command}")])  # fmt: skip
+        main([command, "--reward", "tests.test_cli.BuggyReward", *flags, "--data" if command == "eval"
+              else "--input", str(data["good"]), "--output", str(data["root"] / f"flags-{command}")])  # fmt: skip
     err = capsys.readouterr().err
     assert exit_.value.code == 2, err
-    assert "--dtype applies to a saved model (--model), not to --reward tests.test_cli.BuggyReward" in err
+    named = " and ".join(f for f in flags if f.startswith("--"))
+    assert (
+        f"{named} appl" in err
+        and "to a saved model (--model), not to --reward tests.test_cli.BuggyReward" in err
+    )
+    assert not (data["root"] / f"flags-{command}").exists()
 
 
 def test_a_bad_record_exits_2_with_one_message_naming_file_line_id_and_field(data: dict):

@@ -311,6 +311,10 @@ def test_dtype_applies_to_a_saved_model_only(capsys):
         main(["serve", "--reward", f"{__name__}.CountingReward", "--dtype", "bf16"])
     err = capsys.readouterr().err
     assert exit_.value.code == 2 and "--dtype applies to a saved model (--model)" in err
+    with pytest.raises(SystemExit) as exit_:
+        main(["serve", "--reward", f"{__name__}.CountingReward", "--device", "cpu"])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and "--device applies to a saved model (--model)" in err
     with pytest.raises(ValueError, match="not to the reward class"):
         RewardSource(reward=f"{__name__}.CountingReward", dtype="bf16")
     with pytest.raises(ValueError, match="Unknown dtype 'fp16'"):

@@ -347,12 +347,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    """``mmreward serve``'s options, parsed; an argparse error (exit 2) for ``--dtype`` with ``--reward``."""
-    from mmreward.cli_options import refuse_dtype_with_reward
+    """``mmreward serve``'s options, parsed; an argparse error (exit 2) for ``--dtype`` or ``--device``
+    with ``--reward``."""
+    from mmreward.cli_options import refuse_model_options_with_reward
 
     parser = build_parser()
     args = parser.parse_args(argv)
-    refuse_dtype_with_reward(parser, args)
+    refuse_model_options_with_reward(parser, args)
     return args
 
 
