@@ -141,6 +141,19 @@ def test_shape_swap_changes_shapes_only() -> None:
         assert np.asarray(cand.image).tolist() != np.asarray(faithful.image).tolist()
 
 
+def test_a_swap_never_makes_the_two_objects_of_a_relation_identical() -> None:
+    """Two identical objects would leave the render unable to say which is which (so neither the
+    relation nor each object's place could be read off it); prompts never ask for them, and a
+    colour or shape swap must not make them (before the rule, about 3% of swaps did)."""
+    swaps = [
+        c for c in candidates_by_kind(200, relation_fraction=1.0) if c[2].kind in ("color", "shape", "size")
+    ]
+    assert len(swaps) >= 200
+    for spec, _, cand in swaps:
+        a, b = cand.scene.objects
+        assert (a.size, a.color, a.shape) != (b.size, b.color, b.shape), (spec.text, cand.kind, a, b)
+
+
 def test_count_is_off_by_one() -> None:
     for spec, faithful, cand in (c for c in candidates_by_kind() if c[2].kind == "count"):
         asked, got = spec.groups[0].count, len(cand.scene.objects)

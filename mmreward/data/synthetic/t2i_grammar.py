@@ -196,9 +196,18 @@ def corrupt(
         )
     old = getattr(group, kind)
     choices = {"color": grammar.colors, "shape": grammar.shapes, "size": SIZES}[kind]
-    new = str(rng.choice([c for c in choices if c != old]))
+    # as in the prompts, never two identical objects in a relation: the render could not say which
+    # is which, so neither its relation nor a caption placing each object could be read off it
+    others = [o for i, objects in enumerate(layout) if i != index for o in objects]
+    twins = {getattr(o, kind) for o in others if _alike_but(o, layout[index][0], kind)}
+    new = str(rng.choice([c for c in choices if c != old and c not in twins]))
     layout[index] = [o.replace(**{kind: new}) for o in layout[index]]
     return layout, _swap_critique(spec, group, kind, old, new)
+
+
+def _alike_but(a: SceneObject, b: SceneObject, kind: str) -> bool:
+    """Whether ``a`` and ``b`` share every attribute but ``kind`` (size, colour and shape)."""
+    return all(getattr(a, k) == getattr(b, k) for k in ("size", "color", "shape") if k != kind)
 
 
 def _change_count(objects: list[SceneObject], count: int, rng: np.random.Generator) -> int:
