@@ -9,9 +9,11 @@ batching; the prompts and images of a batch go to the model in one forward) and 
 (one request per forward). Scores from both are checked equal (1e-4; in bf16, 1e-2 of the scores'
 scale) before the ratio is printed. ``--dtype`` (``mmreward serve``'s choices, default fp32) is the
 served model's compute dtype; bf16 casts the weights on a CPU with native bf16 (AMX, avx512_bf16).
+``--device cuda`` serves the model on the GPU (LitServe's ``accelerator="cuda"``); the clients and
+the request decoding stay on the CPU.
 
 Run: .venv/bin/python benchmarks/bench_server.py [--requests 64] [--threads 16] [--model tiny ViT-B-32]
-     [--dtype fp32|bf16]
+     [--dtype fp32|bf16] [--device cpu|cuda]
 """
 
 from __future__ import annotations
@@ -52,13 +54,15 @@ def save_model(directory: Path, name: str) -> Path:
     return Scorer(RewardModel(backbone, LinearHead()), device="cpu").save_pretrained(directory / "model")
 
 
-def start(model: Path, max_batch_size: int, dtype: str) -> tuple[object, threading.Thread, str]:
+def start(
+    model: Path, max_batch_size: int, dtype: str, device: str = "cpu"
+) -> tuple[object, threading.Thread, str]:
     api = RewardAPI(
-        RewardSource(model=str(model), device="cpu", dtype=dtype),
+        RewardSource(model=str(model), device=device, dtype=dtype),
         max_batch_size=max_batch_size,
         batch_timeout=0.01,
     )
-    server = create_server(api, timeout=600, accelerator="cpu")
+    server = create_server(api, timeout=600, accelerator=device.split(":")[0], devices=1)
     server._monitor_workers = False
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -104,13 +108,14 @@ def main() -> None:
     add_dtype_option(
         parser, default="fp32", note="; default fp32 here (auto is fp32 too: the servers run on the CPU)"
     )
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="where the model runs")
     args = parser.parse_args()
     for model in args.model:
-        run(model, args.requests, args.threads, args.dtype)
+        run(model, args.requests, args.threads, args.dtype, args.device)
 
 
-def run(name: str, requests: int, threads: int, dtype: str = "fp32") -> None:
-    """Both servers on one model in ``dtype``; prints and records the ratio."""
+def run(name: str, requests: int, threads: int, dtype: str = "fp32", device: str = "cpu") -> None:
+    """Both servers on one model in ``dtype`` on ``device``; prints and records the ratio."""
     rng = np.random.default_rng(0)
     images = [
         data_url(Image.fromarray(rng.integers(0, 255, (224, 224, 3), dtype=np.uint8))) for _ in range(16)
@@ -123,7 +128,7 @@ def run(name: str, requests: int, threads: int, dtype: str = "fp32") -> None:
     with tempfile.TemporaryDirectory() as tmp:
         model = save_model(Path(tmp), name)
         for size in (16, 1):
-            server, thread, url = start(model, size, dtype)
+            server, thread, url = start(model, size, dtype, device)
             results[size] = drive(url, bodies, threads)
             print(
                 f"{dtype} max_batch_size={size}: {results[size][0]:.2f} s", flush=True
@@ -137,21 +142,30 @@ def run(name: str, requests: int, threads: int, dtype: str = "fp32") -> None:
         f"batched and single-request scores differ by more than {atol:.2g}"
     )
     n = requests
-    cast = " (native bf16 CPU: weights cast)" if dtype == "bf16" and cpu_has_native_bf16() else ""
-    print(f"model {name} in {dtype}{cast}, {n} requests of one 224 px image from {threads} threads")
+    if device == "cuda":
+        import torch
+
+        where = f" on {torch.cuda.get_device_name(0)}"
+    else:
+        where = " (native bf16 CPU: weights cast)" if dtype == "bf16" and cpu_has_native_bf16() else ""
+    print(f"model {name} in {dtype}{where}, {n} requests of one 224 px image from {threads} threads")
     print(f"one request per forward (max_batch_size=1): {single:.2f} s, {n / single:.1f} requests/s")
     print(f"dynamic batching (max_batch_size=16):       {batched:.2f} s, {n / batched:.1f} requests/s")
     print(f"ratio: {single / batched:.2f}x")
     record(
-        f"dynamic_batching_{name}" + ("" if dtype == "fp32" else f"_{dtype}"),  # fp32 keeps its old key
+        # fp32 on the CPU keeps its old key
+        f"dynamic_batching_{name}"
+        + ("" if dtype == "fp32" else f"_{dtype}")
+        + ("" if device == "cpu" else f"_{device}"),
         f"requests/s from {threads} client threads, {n} requests of one 224 px image, LitServe "
-        f"dynamic batching (16) vs one request per forward, same model and run, {name}, {dtype}",
+        f"dynamic batching (16) vs one request per forward, same model and run, {name}, {dtype}"
+        + ("" if device == "cpu" else f", model on {device}{where}"),
         single / batched,
         ours=n / batched,
         baseline=n / single,
         unit="requests/s",
         details="results/server.md",
-        extra={"dtype": dtype, "cpu_native_bf16": cpu_has_native_bf16()},
+        extra={"dtype": dtype, "device": device, "cpu_native_bf16": cpu_has_native_bf16()},
     )
 
 
