@@ -7,9 +7,10 @@
    shipped) against a backend that loads and encodes every image part again (the former path).
    Measured at the critique's length and at a one-token verdict, where encoding weighs most.
 
-The judge is the quick start's architecture (``configs/composite/judge_caption.yaml``: a two-layer
-ViT at 64 px, 16 pooled image tokens, an MLP projector, a two-layer LM of width 64) with random
-weights: speed does not depend on what it learned. Random weights rarely stop early, so every
+The judge is the quick start's architecture (``integrations.demos.judge``, as
+``configs/composite/judge_caption.yaml`` builds it: open_clip's ResNet tower at 64 px, base width
+16, its ``layer2`` and ``layer3`` maps read as 64 image tokens, an MLP projector, a two-layer LM of
+width 64) with random weights: speed does not depend on what it learned. Random weights rarely stop early, so every
 request generates ``--max-new-tokens`` tokens on both paths. The requests are the t2i world's
 held-out renders with their prompts (``critique_request``), as the demo sends them.
 
@@ -27,6 +28,7 @@ from pathlib import Path
 import torch
 from headline import record
 
+from integrations.demos.judge import QUICKSTART, VISION_CONFIG
 from judges.backends import SamplingParams, message_media
 from judges.composite_backend import REQUEST, CompositeBackend
 from judges.critique import critique_request
@@ -34,12 +36,6 @@ from judges.critique_data import CritiqueWorld
 from judges.pairwise import PairwiseJudge
 from judges.pixel_training import PixelJudgeDataModule, TinyPixelJudge, pixel_sample
 from mmreward.data.synthetic.t2i import T2IWorld
-
-VISION = {
-    "embed_dim": 64,
-    "vision_cfg": {"image_size": 64, "layers": 2, "width": 64, "head_width": 32, "patch_size": 8},
-    "text_cfg": {"context_length": 8, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
-}
 
 
 class ReEncodingBackend(CompositeBackend):
@@ -71,7 +67,8 @@ def build(root: Path, n: int):
         data_root=str(root / "data"),
     )
     data.setup()
-    model = TinyPixelJudge(VISION, hidden_size=64, pooled_grid=4).build(root / "lm", data.corpus()).eval()
+    judge = TinyPixelJudge(VISION_CONFIG, QUICKSTART["hidden_size"], read_out=QUICKSTART["read_out"])
+    model = judge.build(root / "lm", data.corpus()).eval()
     samples = [pixel_sample(e, data.root) for e in data.examples["test"][:n]]
     return model, samples
 
