@@ -97,7 +97,7 @@ def test_sft_teaches_the_judge_the_output_format(evaluations, held_out):
     trained, untrained, _ = evaluations
     assert sum(j.method == "logprobs" for j in trained.judgements) >= 0.9 * len(held_out)
     assert untrained.hit_rate <= 0.1 and untrained.parse_failure_rate >= 0.9, untrained.metrics()
-    # faithful images recognised: 0.927 +- 0.049 over five seeds (mean - 3 sd 0.78)
+    # faithful images recognised: 0.970 +- 0.022 over five seeds (mean - 3 sd 0.905)
     assert trained.hit_rate_by_corruption["none"] >= 0.75, trained.metrics()
 
 
@@ -108,20 +108,17 @@ def test_the_judge_looks_at_the_image(evaluations, held_out):
     seeing, blind = described_colours_rate(trained, held_out), described_colours_rate(shuffled, held_out)
     assert seeing >= 0.8 and blind <= seeing - 0.5, (seeing, blind)
     assert shuffled.hit_rate <= trained.hit_rate - 0.5, (trained.metrics(), shuffled.metrics())
-    # issue 13: the margin over the control (0.76 +- 0.10 over five seeds, mean - 3 sd 0.45) is what
+    # issue 13: the margin over the control (0.765 +- 0.062 over five seeds, mean - 3 sd 0.580) is what
     # the figure claims
     assert trained.spearman - shuffled.spearman >= 0.3, (trained.metrics(), shuffled.metrics())
 
 
-@pytest.mark.xfail(
-    reason="issue 12's Spearman bar holds on every seed but not at 3 sd: over five seeds Spearman "
-    "0.761 +- 0.092 (0.609-0.849, mean - 3 sd 0.49), hit rate 0.835 +- 0.078, parse failures 0.00, "
-    "shuffled-image Spearman -0.001 +- 0.024 (docs/learning-figures.md)",
-    strict=False,
-)
 def test_trained_judge_reaches_the_issue_bar(evaluations):
     """Issue 12: from pixels, Spearman >= 0.6, critique hit rate >= 0.6, parse failures <= 1%, and
-    Spearman under 0.2 with the images shuffled across prompts (five seeds: docs/learning-figures.md)."""
+    Spearman under 0.2 with the images shuffled across prompts. Five seeds on 600 held-out candidates
+    (docs/learning-figures.md, 2026-12-04): Spearman 0.797 +- 0.048 (mean - 3 sd 0.653), hit rate
+    0.909 +- 0.038 (0.794), parse failures 0.001 +- 0.002 (mean + 3 sd 0.008), shuffled-image
+    Spearman 0.031 +- 0.037 (0.143): every bar holds at 3 sd."""
     trained, _, shuffled = evaluations
     assert trained.spearman >= 0.6, trained.metrics()
     assert trained.hit_rate >= 0.6, trained.metrics()
@@ -224,9 +221,10 @@ def critique_rm_figures(run, held_out, tmp_path_factory):
 
 def test_the_critique_reward_model_ranks_held_out_candidates_from_pixels(critique_rm_figures):
     """Issue 12, item 4: the head on the judge's own critique orders one prompt's candidates, and the
-    order falls to chance when the images are shuffled. Five seeds (docs/learning-figures.md): pair
-    accuracy within a prompt 0.843 +- 0.026 (mean - 3 sd 0.766), shuffled 0.506 +- 0.027, margin
-    0.337 +- 0.048 (0.194); Spearman margin 0.717 +- 0.074 (0.494). No bar is above mean - 3 sd."""
+    order falls to chance when the images are shuffled. Five seeds (docs/learning-figures.md,
+    2026-12-04, 600 held-out candidates): pair accuracy within a prompt 0.860 +- 0.024 (mean - 3 sd
+    0.789), shuffled 0.498 +- 0.011, margin 0.362 +- 0.028 (0.277); Spearman margin 0.743 +- 0.071
+    (0.531). No bar is above mean - 3 sd."""
     seen, blind = critique_rm_figures
     figures = {k: v for k, v in seen.items() if k != "outputs"}
     assert seen["pair_accuracy"] >= 0.75, figures
