@@ -62,7 +62,7 @@ def start(
         max_batch_size=max_batch_size,
         batch_timeout=0.01,
     )
-    server = create_server(api, timeout=600, accelerator=device.split(":")[0], devices=1)
+    server = create_server(api, timeout=600, accelerator=device, devices=1)
     server._monitor_workers = False
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -106,7 +106,7 @@ def main() -> None:
         help="open_clip model names, or 'tiny' (a one-layer 32 px CLIP: the server's own overhead)",
     )  # fmt: skip
     add_dtype_option(
-        parser, default="fp32", note="; default fp32 here (auto is fp32 too: the servers run on the CPU)"
+        parser, default="fp32", note="; default fp32 here (auto would be bf16 on a GPU that has it)"
     )
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="where the model runs")
     args = parser.parse_args()
@@ -165,7 +165,8 @@ def run(name: str, requests: int, threads: int, dtype: str = "fp32", device: str
         baseline=n / single,
         unit="requests/s",
         details="results/server.md",
-        extra={"dtype": dtype, "device": device, "cpu_native_bf16": cpu_has_native_bf16()},
+        extra={"dtype": dtype, "device": device}
+        | ({"cpu_native_bf16": cpu_has_native_bf16()} if device == "cpu" else {}),
     )
 
 

@@ -8,6 +8,8 @@ test here but the CLI one.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 pytest.importorskip("transformers")
@@ -157,6 +159,30 @@ def test_sampled_judgements_vary_and_aggregate_per_input(run, held_out, local_ju
         if scores:
             assert r.score == pytest.approx(sum(scores) / len(scores))
             assert 1.0 <= r.score <= 5.0
+
+
+@pytest.mark.parametrize(
+    ("config", "steps"),
+    [
+        ("configs/composite/judge_caption.yaml", "caption_steps"),
+        ("configs/quickstart/judge.yaml", "critique_steps"),
+    ],
+)
+def test_the_two_stage_configs_say_what_the_demo_trains(config, steps):
+    """The configs and ``QUICKSTART`` (what the demo, this file's judge and the five-seed figures
+    train) are two copies of one recipe: they must not drift apart."""
+    import yaml
+
+    cfg = yaml.safe_load(Path(config).read_text())
+    model, data = cfg["model"]["init_args"], cfg["data"]["init_args"]
+    assert cfg["trainer"]["max_steps"] == model["scheduler"]["init_args"]["total_steps"] == QUICKSTART[steps]
+    assert (
+        model["optimizer"]["init_args"]["lr"] == model["scheduler"]["init_args"]["max_lr"] == QUICKSTART["lr"]
+    )
+    assert data["batch_size"] == QUICKSTART["batch_size"]
+    assert data.get("caption_replay", QUICKSTART["caption_replay"]) == QUICKSTART["caption_replay"]
+    world = data["synthetic"]["init_args"]["world"]["init_args"]
+    assert world == {k: QUICKSTART[k] for k in ("train_prompts", "val_prompts", "test_prompts")}
 
 
 def test_two_stage_configs_fit_and_export_through_the_cli(tmp_path):
